@@ -1,0 +1,11 @@
+"""MSD benchmark suite: saliency-aware knowledge distillation for vision-language models.
+
+Importing this package is cheap on purpose: models, datasets and metrics are registered
+lazily (see :mod:`benchmark.registry`), so ``import benchmark`` never pulls in torch models
+or MMF.
+"""
+
+__version__ = "0.1.0"
+
+VIEWS: tuple[str, ...] = ("multi", "image", "text")
+"""The three views of a sample (PROTOCOL.md §3): full input, image only, text only."""

@@ -1,0 +1,131 @@
+"""The ``msd`` command.
+
+``msd run`` takes MMF's grammar (``config=… model=… dataset=… key=value``); the other
+sub-commands are ordinary options. Errors a user can cause are printed as one paragraph
+without a traceback (set ``MSD_DEBUG=1`` to see it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from benchmark.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="MSD benchmark suite (MMF-style).")
+data_app = typer.Typer(no_args_is_help=True, help="Make or inspect datasets in MMF's layout.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect the resolved configuration.")
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect the run store.")
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+app.add_typer(runs_app, name="runs")
+
+console = Console()
+err_console = Console(stderr=True)
+_MMF_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(context_settings=_MMF_ARGS)
+def run(
+    ctx: typer.Context,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train one run: msd run dataset=hateful_memes model=late_fusion method=teacher [key=value ...]"""
+    from benchmark.config.loader import build_config
+    from benchmark.train.trainer import run_experiment
+
+    config = build_config(list(ctx.args))
+    result = run_experiment(config, progress=progress)
+    verb = "already complete, skipped" if result.skipped else result.summary.get("status", "?")
+    console.print(f"[bold]{result.run_id}[/bold]: {verb} -> {result.run_dir.path}")
+    headline = result.summary.get("headline") or {}
+    for split, value in headline.items():
+        console.print(f"  {split}/{result.summary.get('dataset')}/{result.summary.get('headline_metric')} = {value:.4f}")
+
+
+@config_app.command("show", context_settings=_MMF_ARGS)
+def config_show(ctx: typer.Context) -> None:
+    """Print the resolved config for an MMF command line."""
+    from benchmark.config.loader import build_config
+    from benchmark.tracking.run_id import compute_run_id
+
+    config = build_config(list(ctx.args))
+    console.print(OmegaConf.to_yaml(config), markup=False, highlight=False)
+    console.print(f"# run_id: {compute_run_id(config)}")
+
+
+@data_app.command("make")
+def data_make(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="hateful_memes | mmimdb | visual_entailment | vqa2 | easy_vqa"),
+    size: Optional[int] = typer.Option(None, help="Number of training samples (default: the generator's)."),
+    seed: int = typer.Option(0, help="Generator seed."),
+    data_dir: Optional[Path] = typer.Option(None, help="Root data directory (default: env.data_dir)."),
+    force: bool = typer.Option(False, help="Regenerate even if an identical dataset exists."),
+) -> None:
+    """Write a dataset in MMF's exact on-disk layout (synthetic, or easy-VQA from its package)."""
+    from benchmark.config.loader import build_config
+    from benchmark.data.make import make_dataset
+
+    root = data_dir or Path(build_config([]).env.data_dir)
+    summary = make_dataset(dataset, root, size=size, seed=seed, force=force)
+    console.print_json(data=summary)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the datasets and generators the suite knows."""
+    from benchmark.registry import registry
+
+    table = Table("dataset", "generator")
+    generators = set(registry.names("generator"))
+    for name in registry.names("dataset"):
+        table.add_row(name, "yes" if name in generators else "-")
+    console.print(table)
+
+
+@runs_app.command("list")
+def runs_list(save_dir: Optional[Path] = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
+    """Show every run in the store with its status and headline metric."""
+    from benchmark.config.loader import build_config
+    from benchmark.tracking.run_store import RunStore
+
+    store = RunStore(save_dir or build_config([]).env.save_dir)
+    table = Table("run_id", "status", "dataset", "method", "weighting", "seed", "val headline", "test headline")
+    for run in store:
+        s = run.read_summary() or {}
+        head = s.get("headline") or {}
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(run.run_id, run.status, str(s.get("dataset")), str(s.get("method")), str(s.get("weighting") or "-"),
+                      str(s.get("seed")), fmt(head.get("val")), fmt(head.get("test")))
+    console.print(table)
+
+
+@runs_app.command("index")
+def runs_index(save_dir: Optional[Path] = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
+    """Rebuild results/runs.parquet from the run directories."""
+    from benchmark.config.loader import build_config
+    from benchmark.tracking.run_store import RunStore
+
+    path = RunStore(save_dir or build_config([]).env.save_dir).rebuild_index()
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        if os.environ.get("MSD_DEBUG"):
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

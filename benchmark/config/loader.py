@@ -1,0 +1,226 @@
+"""MMF-style configuration: ``includes:``, layered YAMLs and ``key=value`` overrides.
+
+The merge order is defaults < ``models/<model>.yaml`` < ``datasets/<dataset>.yaml`` <
+``config=<file>`` < command-line overrides, as in MMF, so a user's MMF habits carry over:
+``msd run config=exp.yaml dataset=mmimdb training.seed=1``.
+
+Command-line overrides are strict: a key that does not exist fails with the nearest valid
+keys (a typo must never silently start a 20-minute run with the default). Adding a new key
+on purpose uses Hydra's ``+key=value``. YAML files may add keys freely.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from benchmark.errors import ConfigError
+
+CONFIG_ROOT = Path(__file__).resolve().parent
+DEFAULTS_FILE = CONFIG_ROOT / "defaults.yaml"
+_SELECTORS = ("config", "model", "dataset")
+
+
+@dataclass
+class ParsedArgs:
+    """The MMF command line split into its parts."""
+
+    config: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    overrides: list[tuple[str, Any, bool]] = field(default_factory=list)  # (key, value, is_new)
+
+
+def parse_value(text: str) -> Any:
+    """``literal_eval`` like MMF, falling back to the raw string (``model=late_fusion``)."""
+    lowered = text.strip()
+    if lowered in ("null", "None", "~"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(lowered)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_args(args: Sequence[str]) -> ParsedArgs:
+    parsed = ParsedArgs()
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError(
+                f"Argument {arg!r} is not of the form key=value. Use MMF's grammar: "
+                "config=<yaml> model=<name> dataset=<name> some.key=value"
+            )
+        key, _, raw = arg.partition("=")
+        key = key.strip()
+        is_new = key.startswith("+")
+        key = key.lstrip("+")
+        if not key:
+            raise ConfigError(f"Argument {arg!r} has an empty key.")
+        if key in _SELECTORS and not is_new:
+            setattr(parsed, key, raw.strip())
+        else:
+            parsed.overrides.append((key, parse_value(raw), is_new))
+    return parsed
+
+
+def load_yaml(path: str | Path, _stack: tuple[Path, ...] = ()) -> DictConfig:
+    """Load a YAML file and merge its ``includes:`` (depth first, before its own keys)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    resolved = path.resolve()
+    if resolved in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, resolved))
+        raise ConfigError(f"Circular includes: {chain}")
+    try:
+        node = OmegaConf.load(resolved)
+    except (OmegaConfBaseException, OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot parse config file {path}: {exc}") from exc
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"Config file {path} must hold a mapping at top level.")
+    includes = node.pop("includes", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged = OmegaConf.create()
+    for include in includes:
+        merged = OmegaConf.merge(merged, load_yaml(_resolve_include(str(include), resolved), (*_stack, resolved)))
+    return OmegaConf.merge(merged, node)
+
+
+def _resolve_include(include: str, including_file: Path) -> Path:
+    """Package config root first (MMF resolves against its own root), then the including file."""
+    candidate = Path(include).expanduser()
+    if candidate.is_absolute():
+        return candidate
+    for base in (CONFIG_ROOT, including_file.parent, Path.cwd()):
+        if (base / candidate).is_file():
+            return base / candidate
+    raise ConfigError(
+        f"Cannot find include {include!r} from {including_file}: looked under {CONFIG_ROOT} "
+        f"and {including_file.parent}."
+    )
+
+
+def _component_file(kind: str, name: str) -> Path | None:
+    path = CONFIG_ROOT / f"{kind}s" / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def _available(kind: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_ROOT / f"{kind}s").glob("*.yaml"))
+
+
+def load_config(args: Sequence[str] = (), extra_overrides: Iterable[str] = ()) -> DictConfig:
+    """Build the fully merged (not yet resolved) run config from an MMF command line."""
+    parsed = parse_args([*args, *extra_overrides])
+    config = load_yaml(DEFAULTS_FILE)
+    user_file = load_yaml(parsed.config) if parsed.config else OmegaConf.create()
+
+    for kind in ("model", "dataset"):
+        name = getattr(parsed, kind) or user_file.get(kind) or config.get(kind)
+        component = _component_file(kind, str(name))
+        if component is None:
+            close = difflib.get_close_matches(str(name), _available(kind), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(
+                f"Unknown {kind} {name!r}.{hint} Available: {', '.join(_available(kind))}. "
+                f"A new {kind} needs benchmark/config/{kind}s/<name>.yaml and a registered class."
+            )
+        config = OmegaConf.merge(config, load_yaml(component))
+        config[kind] = str(name)
+
+    config = OmegaConf.merge(config, user_file)
+    for kind in ("model", "dataset"):
+        if getattr(parsed, kind):
+            config[kind] = getattr(parsed, kind)
+    if parsed.config:
+        config.config_file = str(Path(parsed.config).expanduser().resolve())
+
+    known = set(flatten_keys(config))
+    for key, value, is_new in parsed.overrides:
+        if not is_new and key not in known and not _is_inside_known_leaf_container(config, key):
+            raise ConfigError(_unknown_key_message(key, known))
+        OmegaConf.update(config, key, value, merge=True, force_add=True)
+    return config
+
+
+def _is_inside_known_leaf_container(config: DictConfig, key: str) -> bool:
+    """``a.b=1`` is fine when ``a`` is an existing empty/open mapping meant to be filled
+    (e.g. ``distill.weighting_params``) — but only for mappings that are declared empty."""
+    parent, _, _ = key.rpartition(".")
+    if not parent:
+        return False
+    node = OmegaConf.select(config, parent, default=None)
+    return isinstance(node, DictConfig) and len(node) == 0
+
+
+def _unknown_key_message(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+    if not close:
+        leaf = key.rpartition(".")[2]
+        close = sorted(k for k in known if k.endswith("." + leaf) or k == leaf)[:3]
+    hint = f" Closest valid keys: {', '.join(close)}." if close else ""
+    return (
+        f"Unknown config key {key!r}.{hint} Check the spelling, list the keys with "
+        f"`msd config show`, or write +{key}=... to add a new key on purpose."
+    )
+
+
+def flatten_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config (containers and leaves), without resolving values."""
+    keys: list[str] = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            keys.append(dotted)
+            child = node._get_node(k)
+            if isinstance(child, (DictConfig, ListConfig)):
+                keys.extend(flatten_keys(child, dotted))
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            dotted = f"{prefix}.{i}"
+            keys.append(dotted)
+            child = node._get_node(i)
+            if isinstance(child, (DictConfig, ListConfig)):
+                keys.extend(flatten_keys(child, dotted))
+    return keys
+
+
+def resolve(config: DictConfig) -> DictConfig:
+    """Resolve interpolations and expand ``~`` in the env paths; fail clearly on bad ones."""
+    config = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    try:
+        OmegaConf.resolve(config)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot resolve config interpolation: {exc}") from exc
+    for key in ("data_dir", "save_dir", "cache_dir"):
+        value = config.env.get(key)
+        if value:
+            config.env[key] = os.path.expanduser(str(value))
+    return config
+
+
+def build_config(args: Sequence[str] = (), extra_overrides: Iterable[str] = ()) -> DictConfig:
+    """The resolved run config for an MMF command line (what ``msd run`` trains with)."""
+    return resolve(load_config(args, extra_overrides))
+
+
+def dataset_node(config: DictConfig) -> DictConfig:
+    """``dataset_config.<dataset>``, with an error that says which YAML to fix."""
+    node = config.dataset_config.get(config.dataset)
+    if node is None:
+        raise ConfigError(
+            f"dataset_config.{config.dataset} is missing: benchmark/config/datasets/"
+            f"{config.dataset}.yaml must define it."
+        )
+    return node

@@ -1,0 +1,62 @@
+"""Training methods by name (``method=``): what loss a training step minimises.
+
+A method is the only thing that differs between a teacher run, a label-only student and the
+distilled students, so the trainer stays the same for all of them (mdistiller's contract:
+``training_loss(model, batch) -> (total, {name: term})``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from benchmark.data.info import DatasetInfo
+from benchmark.registry import registry
+
+
+class Method(abc.ABC):
+    """One training objective. ``needs_teacher`` methods get a teacher from the trainer."""
+
+    needs_teacher: bool = False
+    role: str = "student"
+
+    def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
+        self.config = config
+        self.info = info
+        dataset_cfg = config.dataset_config[config.dataset]
+        self.label_loss = registry.get_loss(str(dataset_cfg.loss))
+
+    def prepare(self, context: Any) -> None:
+        """Hook to load what the method needs (a teacher, its cache) before training."""
+
+    @abc.abstractmethod
+    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar to minimise and every term by name, for logging."""
+
+    def summary(self) -> dict[str, Any]:
+        """What the run summary records about the method."""
+        return {"method": self.config.method, "weighting": self.config.get("weighting")}
+
+
+class LabelOnly(Method):
+    """Supervised training from labels alone: ``ℓ(y, z(multi))``."""
+
+    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(batch, "multi")
+        loss = self.label_loss(logits, batch["targets"])
+        return loss, {"loss/label": loss.detach(), "loss/total": loss.detach()}
+
+
+@registry.register_method("teacher")
+class TeacherMethod(LabelOnly):
+    """A teacher is trained from labels with the teacher size preset."""
+
+    role = "teacher"
+
+
+@registry.register_method("student_only")
+class StudentOnly(LabelOnly):
+    """The 'Student (no KD)' row of Table 2."""

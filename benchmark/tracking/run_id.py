@@ -1,0 +1,56 @@
+"""Run ids: a hash of the resolved config minus keys that do not change the result.
+
+The same grid cell always maps to the same directory, so it is never trained twice, and a
+re-run after a crash finds its own partial directory to resume from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that change where or how fast a run goes, not what it computes.
+VOLATILE_KEYS: tuple[str, ...] = (
+    "env",
+    "config_file",
+    "training.num_workers",
+    "training.threads",
+    "training.device",
+    "training.log_interval",
+    "checkpoint.resume",
+    "tracking",
+    "grid",
+    "run_name",
+)
+
+
+def hashable_config(config: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(config, resolve=True)
+    assert isinstance(container, dict)
+    for dotted in VOLATILE_KEYS:
+        _pop_dotted(container, dotted)
+    # Only the active model's and dataset's sub-configs matter.
+    for section, active in (("model_config", config.get("model")), ("dataset_config", config.get("dataset"))):
+        if isinstance(container.get(section), dict):
+            container[section] = {k: v for k, v in container[section].items() if k == active}
+    return container
+
+
+def compute_run_id(config: DictConfig) -> str:
+    payload = json.dumps(hashable_config(config), sort_keys=True, default=str)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return f"{config.dataset}-{config.method}-{digest}"
+
+
+def _pop_dotted(container: dict[str, Any], dotted: str) -> None:
+    parts = dotted.split(".")
+    node: Any = container
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
