@@ -36,7 +36,7 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "divergence": ("benchmark.distill.losses",),
     "weighting": ("benchmark.distill.weighting",),
     "saliency": ("benchmark.distill.saliency",),
-    "method": ("benchmark.distill.methods",),
+    "method": ("benchmark.distill.methods", "benchmark.distill.distill_methods"),
     "generator": ("benchmark.data.synthetic",),
     "optimizer": ("benchmark.train.optim",),
     "scheduler": ("benchmark.train.optim",),
@@ -74,10 +74,12 @@ class Registry:
                 kind = attr[len(prefix) :]
                 if kind in _BUILTIN_MODULES or kind in self._tables:
                     return lambda name, _k=kind, _m=method: _m(_k, name)
-        if attr.startswith("list_") and attr.endswith("s"):
-            kind = attr[len("list_") : -1]
-            if kind in _BUILTIN_MODULES or kind in self._tables:
-                return lambda _k=kind: self.names(_k)
+        if attr.startswith("list_"):
+            plural = attr[len("list_") :]
+            # list_models, list_losses, list_saliencies
+            for kind in (plural[:-1], plural[:-2], plural[:-3] + "y"):
+                if kind in _BUILTIN_MODULES or kind in self._tables:
+                    return lambda _k=kind: self.names(_k)
         raise AttributeError(attr)
 
     # -- lookup -------------------------------------------------------------------------

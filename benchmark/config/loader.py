@@ -180,7 +180,7 @@ def flatten_keys(node: Any, prefix: str = "") -> list[str]:
     """Every dotted key of a config (containers and leaves), without resolving values."""
     keys: list[str] = []
     if isinstance(node, DictConfig):
-        for k in node.keys():
+        for k in node:
             dotted = f"{prefix}.{k}" if prefix else str(k)
             keys.append(dotted)
             child = node._get_node(k)

@@ -29,12 +29,23 @@ class Method(abc.ABC):
         dataset_cfg = config.dataset_config[config.dataset]
         self.label_loss = registry.get_loss(str(dataset_cfg.loss))
 
-    def prepare(self, context: Any) -> None:
+    def prepare(self, context: Any) -> None:  # noqa: B027 - optional hook
         """Hook to load what the method needs (a teacher, its cache) before training."""
 
     @abc.abstractmethod
     def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar to minimise and every term by name, for logging."""
+
+    def evaluation_log(self) -> dict[str, Any]:
+        """Extra values logged with each evaluation (e.g. weight distributions)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state that must survive a resume (e.g. the meta-learned weight network)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore :meth:`state_dict`."""
 
     def summary(self) -> dict[str, Any]:
         """What the run summary records about the method."""

@@ -191,6 +191,7 @@ class Trainer:
         self.state.batch_in_epoch = state["batch_in_epoch"]
         self.state.train_time_s = state.get("train_time_s", 0.0)
         self.early_stop.load_state_dict(state["early_stop"])
+        self.method.load_state_dict(state.get("method") or {})
         self.run_dir.truncate_metrics(self.state.step)
         self.summary["resumed_from_step"] = self.state.step
 
@@ -259,12 +260,14 @@ class Trainer:
         improved = self.early_stop.update(value, self.state.step)
         if improved:
             ckpt.save_best(self.run_dir, self.model, self.state.step, self.early_stop.criteria, value, self.info)
-        self._log({"type": "val", **scores, "epoch": self.state.epoch, "best_so_far": self.early_stop.best_value})
+        self._log({"type": "val", **scores, **self.method.evaluation_log(), "epoch": self.state.epoch,
+                   "best_so_far": self.early_stop.best_value})
         bar.update(self.state.step, metric=value)
         ckpt.save_training_state(
             self.run_dir, self.model, self.optimizer, self.scheduler,
             step=self.state.step, epoch=self.state.epoch, batch_in_epoch=self.state.batch_in_epoch,
             early_stop=self.early_stop.state_dict(), train_time_s=self.state.train_time_s,
+            method=self.method.state_dict(),
         )
 
     def _log(self, record: dict[str, Any]) -> None:

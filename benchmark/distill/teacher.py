@@ -1,0 +1,59 @@
+"""Finding, loading and checking the teacher a student distils from.
+
+A student names its teacher by run id, id prefix or run directory (``teacher=…``). The
+teacher is rebuilt from *its own* stored config (model, size preset) and its checkpoint is
+loaded strictly, so a checkpoint from another architecture is refused, never half-loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from benchmark.data.info import DatasetInfo
+from benchmark.errors import CheckpointError, ConfigError
+from benchmark.models.base import MultimodalModel
+from benchmark.models.build import build_model
+from benchmark.tracking.run_store import RunDir, RunStore
+from benchmark.train.checkpoint import BEST, load_checkpoint, load_weights_strict
+
+
+@dataclass
+class LoadedTeacher:
+    run: RunDir
+    config: DictConfig
+    model: MultimodalModel
+    summary: dict
+
+
+def resolve_teacher_run(config: DictConfig) -> RunDir:
+    ref = config.get("teacher")
+    if not ref:
+        raise ConfigError(
+            f"method={config.method} distils from a teacher: pass teacher=<run id or run directory> "
+            f"(train one with `msd run dataset={config.dataset} method=teacher`)."
+        )
+    run = RunStore(config.env.save_dir).find(str(ref))
+    summary = run.read_summary() or {}
+    if summary.get("status") != "completed":
+        raise CheckpointError(f"Teacher run {run.path} is not complete (status: {summary.get('status', 'none')}).")
+    if summary.get("dataset") != config.dataset:
+        raise ConfigError(
+            f"Teacher run {run.run_id} was trained on {summary.get('dataset')!r}, "
+            f"but this run is on {config.dataset!r}."
+        )
+    return run
+
+
+def load_teacher(config: DictConfig, info: DatasetInfo, device: torch.device) -> LoadedTeacher:
+    run = resolve_teacher_run(config)
+    teacher_config = run.read_config()
+    model = build_model(teacher_config, info, role="teacher")
+    payload = load_checkpoint(run.file(BEST))
+    load_weights_strict(model, payload["model"], str(run.file(BEST)))
+    model.to(device).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return LoadedTeacher(run=run, config=teacher_config, model=model, summary=run.read_summary() or {})

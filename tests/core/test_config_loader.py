@@ -1,0 +1,107 @@
+"""The MMF-style command line and YAML includes."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from benchmark.config.loader import build_config, load_config, load_yaml, parse_args, parse_value
+from benchmark.errors import ConfigError
+
+
+def test_parse_value_is_literal_eval_with_string_fallback():
+    assert parse_value("3") == 3
+    assert parse_value("1e-3") == 0.001
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("true") is True
+    assert parse_value("null") is None
+    assert parse_value("late_fusion") == "late_fusion"
+
+
+def test_parse_args_splits_selectors_and_overrides():
+    parsed = parse_args(["config=a.yaml", "dataset=mmimdb", "training.seed=2", "+extra.key=x"])
+    assert parsed.config == "a.yaml" and parsed.dataset == "mmimdb"
+    assert parsed.overrides == [("training.seed", 2, False), ("extra.key", "x", True)]
+
+
+def test_argument_without_equals_sign_is_refused():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_args(["training.seed"])
+
+
+def test_merge_order_defaults_model_dataset_file_cli(tmp_path: Path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("dataset: mmimdb\ntraining:\n  seed: 5\n  batch_size: 7\n")
+    config = build_config([f"config={exp}", "training.seed=9"])
+    assert config.dataset == "mmimdb"  # from the config file
+    assert config.training.batch_size == 7  # file beats defaults
+    assert config.training.seed == 9  # command line beats file
+    assert "mmimdb" in config.dataset_config  # dataset YAML merged
+    assert config.model_config[config.model]  # model YAML merged
+
+
+def test_command_line_dataset_beats_config_file(tmp_path: Path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("dataset: mmimdb\n")
+    assert build_config([f"config={exp}", "dataset=vqa2"]).dataset == "vqa2"
+
+
+def test_unknown_key_names_the_key_and_close_matches():
+    with pytest.raises(ConfigError) as info:
+        build_config(["training.sed=3"])
+    message = str(info.value)
+    assert "training.sed" in message and "training.seed" in message
+
+
+def test_unknown_leaf_suggests_same_leaf_elsewhere():
+    with pytest.raises(ConfigError, match="optimizer.params.lr"):
+        build_config(["optimizer.lr=0.1"])
+
+
+def test_plus_prefix_adds_a_new_key():
+    config = build_config(["+my_note=hello"])
+    assert config.my_note == "hello"
+
+
+def test_unknown_dataset_and_model_are_named():
+    with pytest.raises(ConfigError, match="hatefull_memes.*hateful_memes"):
+        load_config(["dataset=hatefull_memes"])
+    with pytest.raises(ConfigError, match="Unknown model"):
+        load_config(["model=resnet9000"])
+
+
+def test_includes_resolve_relative_to_file_and_package_root(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("training:\n  seed: 4\n  max_epochs: 2\n")
+    (tmp_path / "child.yaml").write_text("includes:\n  - base.yaml\n  - datasets/vqa2.yaml\ntraining:\n  seed: 6\n")
+    node = load_yaml(tmp_path / "child.yaml")
+    assert node.training.seed == 6 and node.training.max_epochs == 2  # own keys beat includes
+    assert "vqa2" in node.dataset_config  # found under the package config root
+
+
+def test_circular_include_is_reported(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("includes: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("includes: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="Circular"):
+        load_yaml(tmp_path / "a.yaml")
+
+
+def test_missing_config_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        build_config([f"config={tmp_path / 'nope.yaml'}"])
+
+
+def test_data_dir_comes_from_env_var(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("MSD_DATA_DIR", str(tmp_path))
+    assert build_config([]).env.data_dir == str(tmp_path)
+    assert build_config(["env.data_dir=/x/y"]).dataset_config.hateful_memes.data_dir == "/x/y/datasets"
+
+
+def test_data_dir_default_expands_home(monkeypatch):
+    monkeypatch.delenv("MSD_DATA_DIR", raising=False)
+    data_dir = build_config([]).env.data_dir
+    assert "~" not in data_dir and data_dir.endswith(".cache/msd-benchmark/data")
+
+
+def test_resolved_config_is_plain():
+    config = build_config(["dataset=hateful_memes"])
+    assert OmegaConf.is_dict(config) and "${" not in OmegaConf.to_yaml(config)
