@@ -1,0 +1,128 @@
+"""Datasets and loaders from a resolved run config, including the held-out meta split.
+
+The meta split (PROTOCOL.md §6) is a fixed-seed fraction of the train annotation file, so
+every run, method and seed holds out the same samples and the official dev split stays
+untouched. With ``hold_out: all`` every method trains without those samples, which keeps
+the training data identical across the compared methods.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from benchmark.data.base import MMFDataset
+from benchmark.errors import ConfigError, DataError
+from benchmark.registry import registry
+
+SPLITS = ("train", "val", "test", "meta")
+HOLD_OUT_MODES = ("all", "learned_only")
+
+
+def meta_split_indices(num_records: int, fraction: float, seed: int) -> list[int]:
+    """Sorted indices of the meta samples: the first ``fraction`` of a seeded permutation.
+
+    Depends only on (num_records, fraction, seed), never on the run, so the partition is
+    reproducible everywhere. At least one sample when ``fraction > 0``; never all of them.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"data.meta_split.fraction is {fraction}; it must be in [0, 1).")
+    if fraction == 0.0:
+        return []
+    count = max(1, int(round(fraction * num_records)))
+    if count >= num_records:
+        raise DataError(
+            f"The train split has {num_records} records, too few to hold out a meta split of "
+            f"fraction {fraction} and keep any for training. Use more data or a smaller "
+            f"data.meta_split.fraction."
+        )
+    permutation = np.random.default_rng(int(seed)).permutation(num_records)
+    return sorted(int(i) for i in permutation[:count])
+
+
+def _train_indices(num_records: int, fraction: float, seed: int) -> list[int]:
+    held_out = set(meta_split_indices(num_records, fraction, seed))
+    return [i for i in range(num_records) if i not in held_out]
+
+
+def train_excludes_meta(config: Any) -> bool:
+    """Whether the train split drops the meta samples for this run (``hold_out`` rule)."""
+    mode = str(_meta_config(config).get("hold_out", "all"))
+    if mode not in HOLD_OUT_MODES:
+        raise ConfigError(f"data.meta_split.hold_out is {mode!r}; use one of {HOLD_OUT_MODES}.")
+    return mode == "all" or str(config.get("weighting", "none")) == "learned"
+
+
+def _meta_config(config: Any) -> Any:
+    data = config.get("data", None) or {}
+    return data.get("meta_split", None) or {}
+
+
+def build_dataset(config: Any, split: str) -> MMFDataset:
+    """The registered dataset ``config.dataset`` for ``split`` (train/val/test/meta).
+
+    ``meta`` and ``train`` both read the train annotation files; their ``sample_index`` stays
+    the index into that full list, so teacher outputs cached for train serve both.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    name = str(config.get("dataset"))
+    dataset_configs = config.get("dataset_config", None) or {}
+    dataset_config = dataset_configs.get(name, None)
+    if dataset_config is None:
+        raise ConfigError(
+            f"dataset_config.{name} is missing from the config; the dataset's YAML "
+            f"(benchmark/config/datasets/{name}.yaml) defines it."
+        )
+    dataset_cls = registry.get_dataset(name)
+    if split in ("val", "test"):
+        return dataset_cls(dataset_config, split, name=name)
+
+    meta = _meta_config(config)
+    fraction = float(meta.get("fraction", 0.1))
+    seed = int(meta.get("seed", 1234))
+    select: Callable[[int], Sequence[int]] | None = None
+    if split == "meta":
+        if fraction == 0.0:
+            raise ConfigError(
+                "The meta split was requested but data.meta_split.fraction is 0; set it > 0 "
+                "(default 0.1) to hold out part of train for the meta-learned weights."
+            )
+        select = functools.partial(meta_split_indices, fraction=fraction, seed=seed)
+    elif train_excludes_meta(config) and fraction > 0.0:
+        select = functools.partial(_train_indices, fraction=fraction, seed=seed)
+    return dataset_cls(dataset_config, "train", name=name, select=select, split=split)
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """torch's ``default_collate``: tensors stacked, nested ``image_info_0`` dicts collated
+    key by key, int ids become a LongTensor and str ids / names a list of str."""
+    return default_collate(samples)
+
+
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A loader whose shuffling order depends only on ``seed`` (a private generator)."""
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        num_workers=int(num_workers),
+        collate_fn=collate,
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
