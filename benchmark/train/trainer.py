@@ -321,7 +321,7 @@ class Trainer:
     def _fail(self, exc: BaseException, started: float) -> None:
         self.summary.update(
             {
-                "status": "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+                "status": _failure_status(exc),
                 "finished_at": _now(),
                 "error": f"{type(exc).__name__}: {exc}",
                 "wall_time_s": round(time.time() - started, 3),
@@ -332,6 +332,14 @@ class Trainer:
         self.run_dir.write_summary(self.summary)
         for callback in self.callbacks:
             callback.on_finish(self.summary)
+
+
+def _failure_status(exc: BaseException) -> str:
+    """``interrupted`` for Ctrl-C / kills, a status the exception carries (e.g. an HPO trial
+    that was ``pruned``), else ``failed``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(getattr(exc, "run_status", "failed"))
 
 
 def _now() -> str:
