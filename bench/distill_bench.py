@@ -74,7 +74,7 @@ def bench_family(root: Path, family: str, steps: int) -> dict[str, float]:
     batch = to_device(next(iter(loader)), torch.device("cpu"))
     times = {name: _time_steps(t, batch, steps) for name, t in trainers.items()}
     multi_tokens, three_view_tokens = _tokens(batch)
-    teacher_params = trainers["msd_live"].method.teacher.model.num_parameters()
+    teacher_params = sum(p.numel() for p in trainers["msd_live"].method.teacher.model.parameters())  # frozen
     return {
         "kd_ms": 1000 * times["kd"], "msd_ms": 1000 * times["msd"], "msd_live_ms": 1000 * times["msd_live"],
         "msd_over_kd": times["msd"] / times["kd"], "live_over_cached": times["msd_live"] / times["msd"],

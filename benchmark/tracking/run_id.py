@@ -24,6 +24,7 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "tracking",
     "grid",
     "run_name",
+    "hpo",
 )
 
 
