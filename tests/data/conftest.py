@@ -37,9 +37,9 @@ EASY_VQA_ANSWERS = ["circle", "rectangle", "triangle", "red", "green", "blue", "
 ZOO_VERSIONS = {
     "hateful_memes": 1.020201001,
     "mmimdb": 1.020200416,
-    "visual_entailment": 1.020200504,
-    "vqa2": 1.020200504,
-    "flickr30k": 1.020200504,
+    "visual_entailment": 1.020200529,
+    "vqa2": 1.020200529,
+    "flickr30k": 1.020200529,
     "coco": 1.020200504,
     "easy_vqa": 1.0,
 }
