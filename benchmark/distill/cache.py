@@ -221,5 +221,5 @@ def get_teacher_cache(
             spot_check(cache, config, teacher, device, spot_check_samples)
             return cache
         except StaleCacheError as exc:
-            console.print(f"[yellow]Teacher cache {target} is stale or corrupt ({exc}); rebuilding it.[/yellow]")
+            console.print(f"[yellow]Teacher cache {target} is stale or corrupt ({exc}); rebuilding it.[/yellow]", soft_wrap=True)
     return build_cache(config, teacher, key, inputs, target, device)
