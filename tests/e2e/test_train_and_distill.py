@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmark.errors import CheckpointError, ConfigError
-from benchmark.train.trainer import run_experiment
+from benchmark.train.trainer import TrainingDivergedError, run_experiment
 
 DS = "dataset=hateful_memes"
 
@@ -159,7 +159,7 @@ def test_interrupted_run_resumes_to_the_same_result(make_config, tmp_path):
 
 def test_nan_loss_marks_the_run_failed(make_config):
     config = make_config(DS, "method=student_only", "optimizer.params.lr=1e30", "training.clip_grad_norm=null")
-    with pytest.raises(Exception):
+    with pytest.raises(TrainingDivergedError, match="Loss became"):
         run_experiment(config, progress=False)
     from benchmark.tracking.run_id import compute_run_id
     from benchmark.tracking.run_store import RunStore
