@@ -44,7 +44,7 @@ endif
 	@touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow and not mmf"
 
 test-all: setup
 	$(PY) -m pytest -q -m "" 
@@ -54,3 +54,49 @@ lint: setup
 
 clean-env:
 	rm -rf .venv .conda-env
+
+# --- Reproduction: data -> grids -> tables, figures, report (analysis/, docs/analysis.md) ---
+# SCALE=default writes under results/ (committed outputs; runs stay ignored); any other scale
+# (SCALE=smoke) under results/<scale>/ so a quick check never overwrites the real tables.
+# RESULTS=/path moves everything (runs, cache, tables, figures, report) elsewhere.
+RESULTS ?= $(if $(filter default,$(SCALE)),results,results/$(SCALE))
+RUN_ENV := MSD_SAVE_DIR=$(RESULTS)/runs MSD_CACHE_DIR=$(RESULTS)/cache $(DATA_ENV)
+GRID_RUN = $(RUN_ENV) $(MSD) grid run --scale $(SCALE) $(if $(WORKERS),--workers $(WORKERS),)
+ANALYZE = $(RUN_ENV) $(MSD) analyze
+ANALYZE_ARGS = --out $(RESULTS) --scale $(SCALE)
+MSD_DATASETS := hateful_memes mmimdb visual_entailment vqa2 easy_vqa
+
+.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations tables figures report
+
+# The embedded default data, once (a no-op when up to date). Real MMF data (DATA_DIR=...) is
+# never generated over; the grids generate only what is missing there (easy_vqa) and the
+# small datasets of a non-default scale.
+data: setup
+ifeq ($(DATA_DIR)$(filter-out default,$(SCALE)),)
+	@for d in $(MSD_DATASETS); do $(MSD) data make --dataset $$d > /dev/null || exit 1; echo "data $$d: ready"; done
+else
+	@echo "data: $(if $(DATA_DIR),using the MMF data under $(DATA_DIR),the $(SCALE) grids generate their own small datasets)"
+endif
+
+reproduce-table2: data
+	$(GRID_RUN) experiments/table2.yaml
+	$(GRID_RUN) experiments/easy_vqa.yaml
+	$(ANALYZE) all $(ANALYZE_ARGS)
+
+reproduce-saliency: data
+	$(GRID_RUN) experiments/saliency.yaml
+	$(ANALYZE) all $(ANALYZE_ARGS)
+
+reproduce-ablations: data
+	$(GRID_RUN) experiments/ablations.yaml
+	$(ANALYZE) all $(ANALYZE_ARGS)
+
+tables: setup
+	$(ANALYZE) tables $(ANALYZE_ARGS)
+
+figures: setup
+	$(ANALYZE) figures $(ANALYZE_ARGS)
+
+# The report always rebuilds tables and figures first: a report of stale tables is a trap.
+report: setup
+	$(ANALYZE) all $(ANALYZE_ARGS)

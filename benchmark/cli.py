@@ -10,22 +10,30 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from analysis.cli import analyze_app
 from benchmark.errors import UserError
+from benchmark.grid.cli import grid_app, wandb_app
+from benchmark.hpo.cli import hpo_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="MSD benchmark suite (MMF-style).")
 data_app = typer.Typer(no_args_is_help=True, help="Make or inspect datasets in MMF's layout.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect the resolved configuration.")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect the run store.")
+cache_app = typer.Typer(no_args_is_help=True, help="The shared teacher-output cache.")
+app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(runs_app, name="runs")
+app.add_typer(grid_app, name="grid")
+app.add_typer(wandb_app, name="wandb")
+app.add_typer(hpo_app, name="hpo")
+app.add_typer(analyze_app, name="analyze")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,10 +47,11 @@ def run(
 ) -> None:
     """Train one run: msd run dataset=hateful_memes model=late_fusion method=teacher [key=value ...]"""
     from benchmark.config.loader import build_config
+    from benchmark.tracking.wandb_logger import wandb_callbacks
     from benchmark.train.trainer import run_experiment
 
     config = build_config(list(ctx.args))
-    result = run_experiment(config, progress=progress)
+    result = run_experiment(config, progress=progress, callbacks=wandb_callbacks(config))
     verb = "already complete, skipped" if result.skipped else result.summary.get("status", "?")
     console.print(f"[bold]{result.run_id}[/bold]: {verb} -> {result.run_dir.path}")
     headline = result.summary.get("headline") or {}
@@ -61,12 +70,44 @@ def config_show(ctx: typer.Context) -> None:
     console.print(f"# run_id: {compute_run_id(config)}")
 
 
+@cache_app.command("build", context_settings=_MMF_ARGS)
+def cache_build(
+    ctx: typer.Context,
+    rebuild: bool = typer.Option(False, help="Rebuild even when a valid cache exists."),
+) -> None:
+    """Cache a teacher's logits (3 views) and saliency: msd cache build teacher=<run> [dataset=…]"""
+    from benchmark.config.loader import build_config
+    from benchmark.data.build import build_dataset
+    from benchmark.distill.cache import full_split_config, get_teacher_cache
+    from benchmark.distill.teacher import load_teacher
+    from benchmark.train.batching import resolve_device
+
+    args = list(ctx.args)
+    if not any(a.startswith("dataset=") for a in args):
+        from benchmark.tracking.run_store import RunStore
+
+        ref = next((a.split("=", 1)[1] for a in args if a.startswith("teacher=")), None)
+        if ref:
+            probe = build_config([a for a in args if a.startswith("env.")])
+            summary = RunStore(probe.env.save_dir).find(ref).read_summary() or {}
+            args.append(f"dataset={summary.get('dataset')}")
+    config = build_config([*args, "method=kd"])
+    device = resolve_device(str(config.training.device))
+    info = build_dataset(full_split_config(config), "val").info
+    teacher = load_teacher(config, info, device)
+    cache = get_teacher_cache(config, teacher, device, rebuild=rebuild,
+                              spot_check_samples=int(config.distill.cache_spot_check))
+    console.print(f"teacher cache: {cache.path}")
+    for split, shape in cache.meta["shapes"].items():
+        console.print(f"  {split}: logits {shape['logits']} saliency {shape['saliency']}")
+
+
 @data_app.command("make")
 def data_make(
     dataset: str = typer.Option(..., "--dataset", "-d", help="hateful_memes | mmimdb | visual_entailment | vqa2 | easy_vqa"),
-    size: Optional[int] = typer.Option(None, help="Number of training samples (default: the generator's)."),
+    size: int | None = typer.Option(None, help="Number of training samples (default: the generator's)."),
     seed: int = typer.Option(0, help="Generator seed."),
-    data_dir: Optional[Path] = typer.Option(None, help="Root data directory (default: env.data_dir)."),
+    data_dir: Path | None = typer.Option(None, help="Root data directory (default: env.data_dir)."),
     force: bool = typer.Option(False, help="Regenerate even if an identical dataset exists."),
 ) -> None:
     """Write a dataset in MMF's exact on-disk layout (synthetic, or easy-VQA from its package)."""
@@ -91,7 +132,7 @@ def data_list() -> None:
 
 
 @runs_app.command("list")
-def runs_list(save_dir: Optional[Path] = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
+def runs_list(save_dir: Path | None = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
     """Show every run in the store with its status and headline metric."""
     from benchmark.config.loader import build_config
     from benchmark.tracking.run_store import RunStore
@@ -108,7 +149,7 @@ def runs_list(save_dir: Optional[Path] = typer.Option(None, help="Run store (def
 
 
 @runs_app.command("index")
-def runs_index(save_dir: Optional[Path] = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
+def runs_index(save_dir: Path | None = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
     """Rebuild results/runs.parquet from the run directories."""
     from benchmark.config.loader import build_config
     from benchmark.tracking.run_store import RunStore

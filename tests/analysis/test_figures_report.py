@@ -1,0 +1,69 @@
+"""Figures are written, and the report links every table, figure and run to files that exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+from analysis.figures import FIGURES
+from analysis.report import build_report
+from analysis.wandb_links import find_wandb_runs
+
+
+def test_every_figure_is_written_as_nonempty_png_and_pdf(analyzed_store):
+    _store, out = analyzed_store
+    manifest = json.loads((out / "figures" / "figures.json").read_text())
+    for name in FIGURES:
+        assert manifest[name]["reason"] is None, manifest[name]
+        for ext in ("png", "pdf"):
+            path = out / "figures" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+        assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_report_contains_every_table_and_image_and_its_links_exist(analyzed_store):
+    _store, out = analyzed_store
+    page = (out / "report" / "index.html").read_text()
+    for table in ("table2", "saliency", "ablations"):
+        assert f"id='{table}'" in page
+    assert "MSD-instance" in page and "Spearman" in page and "Saliency definition" in page
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert sorted(Path(unquote(src)).stem for src in images) == sorted(FIGURES)
+    links = re.findall(r"(?:href|src)='([^'#:]+)'", page)  # relative links only
+    assert links
+    for link in links:
+        assert (out / "report" / unquote(link)).exists(), link
+    assert "paper value not available" in page
+    assert "Assumptions" in page and "distill.temperature" in page  # docs/assumptions.md rendered
+    assert "64 runs in the store" in page
+
+
+def test_report_links_runs_to_their_offline_wandb_directory(analyzed_store, tmp_path):
+    store, out = analyzed_store
+    run_id = sorted(p.name for p in store.runs.iterdir())[0]
+    offline = tmp_path / "wandb" / "wandb" / "offline-run-20260101_000000-abc123"
+    offline.mkdir(parents=True)
+    # What the W&B logger writes: run_id in the config record of the run-*.wandb log.
+    (offline / "run-abc123.wandb").write_bytes(b":W&B\x00\x01\n\x06run_id\x82\x01$\"" + run_id.encode() + b"\"2\x0c")
+    online = tmp_path / "wandb" / "wandb" / "run-20260101_000001-xyz789"
+    (online / "logs").mkdir(parents=True)
+    (online / "run-xyz789.wandb").write_bytes(b"run_id\x82\x01$\"some-other-run\"")
+    (online / "logs" / "debug.log").write_text("View run at https://wandb.ai/me/msd-benchmark/runs/xyz789\n")
+    found = find_wandb_runs([tmp_path / "wandb"])
+    assert found[run_id].offline and found[run_id].wandb_id == "abc123"
+    assert found["some-other-run"].url == "https://wandb.ai/me/msd-benchmark/runs/xyz789"
+
+    from analysis.load import load_runs, select_setting
+
+    runs = load_runs(store.runs)
+    used, notes = select_setting(runs)
+    report = build_report(tmp_path / "results", runs, used, notes, store.runs, wandb_dirs=[tmp_path / "wandb"])
+    page = report.read_text()
+    assert "W&amp;B offline abc123" in page
+    link = re.search(r"href='([^']+)'>W&amp;B offline abc123", page).group(1)
+    assert (report.parent / unquote(link)).resolve() == offline.resolve()
+    # Tables and figures were not built under this output root: the report says so.
+    assert "not built yet" in page and "not drawn" in page
