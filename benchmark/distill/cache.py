@@ -37,6 +37,7 @@ from benchmark.distill.fingerprint import (
     preprocessing_payload,
     sha256_file,
 )
+from benchmark.distill.ground_truth import saliency_truth_correlation
 from benchmark.distill.saliency import compute_saliency
 from benchmark.distill.teacher import LoadedTeacher
 from benchmark.errors import CheckpointError
@@ -194,6 +195,9 @@ def build_cache(config: DictConfig, teacher: LoadedTeacher, key: str, inputs: di
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+    correlation = saliency_truth_correlation(full, target, definitions)
+    if correlation:
+        teacher.run.update_summary(saliency_vs_ground_truth=correlation)
     return TeacherCache(target, meta)
 
 

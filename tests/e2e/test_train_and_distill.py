@@ -57,6 +57,9 @@ def test_kd_and_msd_students_read_the_shared_cache(teacher, make_config, tmp_pat
     assert abs(vals[0]["weight/image_mean"] + vals[0]["weight/text_mean"] - 2.0) < 1e-4
     cache_meta = json.loads((caches[0] / "meta.json").read_text())
     assert cache_meta["teacher_recheck"]  # the teacher's val metric was re-checked
+    rho = teacher.run_dir.read_summary()["saliency_vs_ground_truth"]
+    assert set(rho) == {"train", "val"} and set(rho["val"]) == {"divergence", "loss", "shapley"}
+    assert all(-1.0 <= v <= 1.0 for v in rho["val"].values())
 
 
 def test_learned_weights_move_away_from_uniform(teacher, make_config):
