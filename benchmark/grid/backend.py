@@ -7,6 +7,7 @@ reporting identical whatever executes the work (``local`` worker processes or ``
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -42,8 +43,8 @@ def safe_name(task_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", task_id)[:150]
 
 
-class Launcher:
-    """Base class; subclasses implement ``launch`` and ``poll``."""
+class Launcher(abc.ABC):
+    """Base class; subclasses implement ``slots``, ``threads_for``, ``launch`` and ``poll``."""
 
     name = "base"
 
@@ -55,19 +56,23 @@ class Launcher:
         self.options = options
         self.started: dict[str, float] = {}
 
+    @abc.abstractmethod
     def slots(self) -> int:
-        raise NotImplementedError
+        """How many tasks may run at once."""
 
+    @abc.abstractmethod
     def threads_for(self, task: Task) -> int:
-        raise NotImplementedError
+        """torch threads for one task, so workers do not oversubscribe."""
 
+    @abc.abstractmethod
     def launch(self, tasks: list[Task]) -> None:
-        raise NotImplementedError
+        """Start these tasks."""
 
+    @abc.abstractmethod
     def poll(self) -> list[Outcome]:
-        raise NotImplementedError
+        """Outcomes of tasks that ended since the last poll."""
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def stop(self, grace_s: float = 10.0) -> None:  # noqa: B027 - optional hook
         """Interrupt what is running (Ctrl-C of the runner)."""
 
     def describe(self) -> str:
