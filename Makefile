@@ -28,6 +28,8 @@ DATA_ENV := $(if $(DATA_DIR),MSD_DATA_DIR=$(DATA_DIR),)
 help:
 	@echo "make test                 set up the environment (once) and run the test suite"
 	@echo "make reproduce-table2     set up, generate data, train the grid, build tables/figures/report"
+	@echo "make reproduce-saliency   / reproduce-ablations: the saliency and ablation grids, then analysis"
+	@echo "make tables | figures | report   rebuild outputs from the existing run store"
 	@echo "make lint                 ruff check"
 
 setup: $(STAMP)
@@ -50,7 +52,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "" 
 
 lint: setup
-	$(PY) -m ruff check benchmark tests
+	$(PY) -m ruff check benchmark analysis tests bench
 
 clean-env:
 	rm -rf .venv .conda-env
