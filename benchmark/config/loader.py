@@ -198,7 +198,12 @@ def flatten_keys(node: Any, prefix: str = "") -> list[str]:
 
 def resolve(config: DictConfig) -> DictConfig:
     """Resolve interpolations and expand ``~`` in the env paths; fail clearly on bad ones."""
-    config = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    return resolve_tree(OmegaConf.to_container(config, resolve=False))
+
+
+def resolve_tree(tree: Any) -> DictConfig:
+    """:func:`resolve` from a plain (unresolved) tree, e.g. one the grid built without OmegaConf."""
+    config = OmegaConf.create(tree)
     try:
         OmegaConf.resolve(config)
     except OmegaConfBaseException as exc:

@@ -11,13 +11,11 @@ itself, so errors read exactly as on the command line. A test checks both paths 
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from benchmark.config.loader import flatten_keys, load_config, parse_value, resolve
+from benchmark.config.loader import flatten_keys, load_config, parse_value, resolve, resolve_tree
 from benchmark.errors import ConfigError
 from benchmark.grid.spec import AXIS_ALIASES, SELECTOR_KEYS, Axis, GridError, GridSpec, Resources
 
@@ -168,17 +166,3 @@ def set_dotted(tree: Any, key: str, value: Any) -> None:
             set_dotted(merged, str(k), v)
         value = merged
     node[last] = copy.deepcopy(value)
-
-
-def resolve_tree(tree: dict[str, Any]) -> DictConfig:
-    """What :func:`benchmark.config.loader.resolve` does, from a plain tree (one copy less)."""
-    config = OmegaConf.create(tree)
-    try:
-        OmegaConf.resolve(config)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"Cannot resolve config interpolation: {exc}") from exc
-    for key in ("data_dir", "save_dir", "cache_dir"):
-        value = config.env.get(key)
-        if value:
-            config.env[key] = os.path.expanduser(str(value))
-    return config
