@@ -105,7 +105,9 @@ def cache_build(
 @data_app.command("make")
 def data_make(
     dataset: str = typer.Option(..., "--dataset", "-d", help="hateful_memes | mmimdb | visual_entailment | vqa2 | easy_vqa"),
-    size: int | None = typer.Option(None, help="Number of training samples (default: the generator's)."),
+    size: int | None = typer.Option(
+        None, help="Training samples (default: the generator's). easy_vqa: training questions, 0 = every question."
+    ),
     seed: int = typer.Option(0, help="Generator seed."),
     data_dir: Path | None = typer.Option(None, help="Root data directory (default: env.data_dir)."),
     force: bool = typer.Option(False, help="Regenerate even if an identical dataset exists."),

@@ -196,6 +196,34 @@ def flatten_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def size_preset(config: Any) -> str:
+    """The model-size preset of a run: ``model_size``, or by role when it is ``auto``."""
+    size = config.get("model_size", "auto") or "auto"
+    if size != "auto":
+        return str(size)
+    return "teacher" if config.get("method") == "teacher" else "student"
+
+
+def _per_size(key: str, *, _root_: DictConfig) -> Any:
+    """Resolver ``${msd.per_size:recipes.lr}``: the entry of a per-size mapping for this run.
+
+    Why a resolver and not a merge: the recipe must follow the run's *final* method and
+    model_size (after every YAML and command-line override), and every path that builds a
+    config (``msd run``, the grid's fast builder, HPO) meets at resolution.
+    """
+    table = OmegaConf.select(_root_, key, default=None)
+    if not isinstance(table, DictConfig):
+        raise ConfigError(f"${{msd.per_size:{key}}}: {key} must be a mapping of model size -> value")
+    size = size_preset(_root_)
+    if size not in table:
+        raise ConfigError(f"{key} has no entry for model size {size!r}; known: {', '.join(map(str, table))}. "
+                          f"Add one with +{key}.{size}=...")
+    return table[size]
+
+
+OmegaConf.register_resolver("msd.per_size", _per_size, replace=True)
+
+
 def resolve(config: DictConfig) -> DictConfig:
     """Resolve interpolations and expand ``~`` in the env paths; fail clearly on bad ones."""
     return resolve_tree(OmegaConf.to_container(config, resolve=False))

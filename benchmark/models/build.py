@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from benchmark.config.loader import size_preset
 from benchmark.data.info import DatasetInfo
 from benchmark.errors import ConfigError
 from benchmark.models.base import MultimodalModel
@@ -28,10 +29,8 @@ def resolve_size(config: DictConfig, role: str = "auto") -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     size = config.get("model_size", "auto") or "auto"
-    if size != "auto":
-        return str(size)
-    if role == "auto":
-        return "teacher" if config.get("method") == "teacher" else "student"
+    if size != "auto" or role == "auto":
+        return size_preset(config)
     return role
 
 

@@ -105,3 +105,24 @@ def test_data_dir_default_expands_home(monkeypatch):
 def test_resolved_config_is_plain():
     config = build_config(["dataset=hateful_memes"])
     assert OmegaConf.is_dict(config) and "${" not in OmegaConf.to_yaml(config)
+
+
+def test_recipe_lr_follows_the_model_size_of_the_run():
+    assert build_config(["method=teacher"]).optimizer.params.lr == 1.0e-3
+    assert build_config(["method=kd"]).optimizer.params.lr == 3.0e-3
+    # model_size decides, not the method: a teacher-sized label-only baseline trains like a teacher
+    assert build_config(["method=student_only", "model_size=teacher"]).optimizer.params.lr == 1.0e-3
+    assert build_config(["method=teacher", "recipes.lr.teacher=0.02"]).optimizer.params.lr == 0.02
+
+
+def test_explicit_lr_beats_the_recipe(tmp_path: Path):
+    assert build_config(["method=kd", "optimizer.params.lr=0.5"]).optimizer.params.lr == 0.5
+    user = tmp_path / "run.yaml"
+    user.write_text("optimizer:\n  params:\n    lr: 0.25\n")
+    assert build_config([f"config={user}", "method=teacher"]).optimizer.params.lr == 0.25
+
+
+def test_recipe_without_an_entry_for_the_size_is_named():
+    with pytest.raises(ConfigError, match=r"recipes.lr has no entry for model size 'tiny'.*\+recipes.lr.tiny"):
+        build_config(["method=kd", "model_size=tiny"])
+    assert build_config(["method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1"]).optimizer.params.lr == 0.1

@@ -8,6 +8,7 @@ from PIL import Image
 
 from benchmark.data.easy_vqa import TEST_ID_OFFSET
 from benchmark.data.make import make_dataset
+from benchmark.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -15,7 +16,7 @@ SPLITS = ("train", "val", "test")
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory):
     root = tmp_path_factory.mktemp("easy_vqa")
-    return root, make_dataset("easy_vqa", root, size=150, seed=0)
+    return root, make_dataset("easy_vqa", root, size=160, seed=0)
 
 
 def records(root, split):
@@ -29,11 +30,12 @@ def test_capped_conversion_counts_and_records(capped) -> None:
     base = root / "datasets/easy_vqa/defaults"
     answers = (base / "extras/vocabs/answers_easy_vqa.txt").read_text().split()
     assert len(answers) == 13 and "<unk>" not in answers and {"yes", "no", "circle", "teal"} <= set(answers)
-    assert summary["splits"] == {"train": 150, "val": 150, "test": 150}
+    caps = {"train": 160, "val": 40, "test": 40}  # size caps train; val and test get 25 % of it
+    assert summary["splits"] == caps
     seen: dict[str, set[int]] = {}
     for split in SPLITS:
         rows = records(root, split)
-        assert len(rows) == 150 and len({r["question_id"] for r in rows}) == 150
+        assert len(rows) == caps[split] and len({r["question_id"] for r in rows}) == caps[split]
         seen[split] = {r["image_id"] for r in rows}
         for r in rows:
             assert set(r) == {"image_name", "image_id", "question_id", "question_str", "question_tokens",
@@ -51,6 +53,16 @@ def test_capped_conversion_counts_and_records(capped) -> None:
 
 
 def test_full_conversion_keeps_every_question(tmp_path) -> None:
-    summary = make_dataset("easy_vqa", tmp_path)
+    summary = make_dataset("easy_vqa", tmp_path, size=0)
     assert summary["splits"] == {"train": 34687, "val": 3888, "test": 9673}  # 38,575 train questions in all
     assert summary["images"] == {"train": 3600, "val": 400, "test": 1000}
+
+
+def test_default_size_is_the_documented_cap(tmp_path) -> None:
+    summary = make_dataset("easy_vqa", tmp_path)
+    assert summary["splits"] == {"train": 3000, "val": 750, "test": 750}
+
+
+def test_negative_size_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="0 = every question"):
+        make_dataset("easy_vqa", tmp_path, size=-5)

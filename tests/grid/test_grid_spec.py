@@ -69,6 +69,13 @@ def test_fast_config_builder_matches_build_config(table2):
         assert reference == cell.config
 
 
+def test_each_cell_gets_the_recipe_of_its_model_size(table2):
+    # The fast builder shares one unresolved tree per dataset; the lr recipe must still
+    # follow each cell's own method (teacher preset vs student preset).
+    lrs = {(cell.role, cell.config.optimizer.params.lr) for cell in table2.cells}
+    assert lrs == {("teacher", 1.0e-3), ("student", 3.0e-3)}
+
+
 def test_per_axis_overrides_resources_include_exclude_and_only_for(tmp_path, grid_tools):
     grid = grid_tools.write_grid(
         tmp_path / "g.yaml", name="g",
