@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from analysis.spec import row_label
+from benchmark.config.loader import flatten_dotted
 from benchmark.tracking.run_id import VOLATILE_KEYS
 
 VARIANT_PREFIXES: tuple[str, ...] = ("distill.", "views.", "data.meta_split.", "checkpoint.rule")
@@ -43,24 +44,11 @@ DATASET_VARIANT_KEYS: tuple[str, ...] = ("annotations.val", "annotations.test")
 VARIANT_LABELS: dict[str, str] = {
     "distill.temperature": "τ",
     "distill.saliency": "saliency",
+    "distill.class_reduction": "D over classes",
     "distill.alpha": "alpha",
     "distill.weighting_params.temperature": "T_w",
     "views.removal": "removal",
 }
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> ``{dotted.key: leaf}``; lists are leaves."""
-    if not isinstance(node, dict):
-        return {prefix: node} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted))
-        else:
-            out[dotted] = value
-    return out
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -92,7 +80,7 @@ def _defaults(dataset: str, model: str) -> dict[str, Any]:
         config = OmegaConf.to_container(load_config(args), resolve=False)
     except Exception:  # noqa: BLE001 - an unknown dataset/model: compare with the plain defaults
         config = OmegaConf.to_container(load_config([]), resolve=False)
-    return {k: v for k, v in flatten(config).items() if _is_variant_key(k, dataset)}
+    return {k: v for k, v in flatten_dotted(config).items() if _is_variant_key(k, dataset)}
 
 
 def default_value(key: str, dataset: str = "hateful_memes", model: str = "") -> Any:
@@ -150,7 +138,7 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (FileNotFoundError, yaml.YAMLError):
         config = {}
-    flat = flatten(config)
+    flat = flatten_dotted(config)
     dataset = str(summary.get("dataset") or config.get("dataset"))
     model = str(summary.get("model") or config.get("model") or "")
     method = str(summary.get("method") or config.get("method"))

@@ -44,6 +44,9 @@ DEFAULT_EXPECTED_SEEDS = 3
 
 SALIENCY_DEFINITIONS: tuple[str, ...] = ("divergence", "loss", "shapley")
 TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0)
+CLASS_REDUCTIONS: tuple[str, ...] = ("mean", "sum")
+MULTI_LABEL_DATASETS: tuple[str, ...] = ("mmimdb", "vqa2")
+"""Paper datasets with per-class (Bernoulli) divergences, where ``distill.class_reduction`` matters."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,24 @@ def flatten_keys(node: Any, prefix: str = "") -> list[str]:
             if isinstance(child, (DictConfig, ListConfig)):
                 keys.extend(flatten_keys(child, dotted))
     return keys
+
+
+def flatten_dotted(node: Any, prefix: str = "", *, drop_empty: bool = False) -> dict[str, Any]:
+    """Nested (or already dotted) mappings -> ``{dotted.key: leaf}``; lists are leaves.
+
+    An empty mapping is a leaf ``{}`` (a config's open mapping), or dropped with
+    ``drop_empty`` (a grid's ``overrides: {}`` means "nothing to override").
+    """
+    if not isinstance(node, Mapping):
+        return {prefix: node} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_dotted(value, dotted, drop_empty=drop_empty))
+        elif not (drop_empty and isinstance(value, Mapping)):
+            out[dotted] = value
+    return out
 
 
 def size_preset(config: Any) -> str:

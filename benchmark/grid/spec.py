@@ -39,7 +39,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from benchmark.config.loader import flatten_keys, load_config, load_yaml
+from benchmark.config.loader import flatten_dotted, flatten_keys, load_config, load_yaml
 from benchmark.errors import ConfigError, UserError
 
 AXIS_ALIASES = {"seed": "training.seed"}
@@ -143,17 +143,8 @@ class GridSpec:
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested or dotted mappings -> ``{dotted.key: value}`` (lists stay values)."""
-    if not isinstance(node, dict):
-        return {prefix: node} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted))
-        elif not (isinstance(value, dict) and not value):
-            out[dotted] = value
-    return out
+    """Nested or dotted grid mappings -> ``{dotted.key: value}``; ``{}`` overrides nothing."""
+    return flatten_dotted(node, prefix, drop_empty=True)
 
 
 def load_grid(path: str | Path, scale: str = DEFAULT_SCALE) -> GridSpec:

@@ -36,7 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config.loader import dataset_node, load_config, load_yaml, parse_value
+from benchmark.config.loader import dataset_node, flatten_dotted, load_config, load_yaml, parse_value
 from benchmark.errors import ConfigError, UserError
 from benchmark.hpo.samplers import PRUNERS, SAMPLERS, Choice, parse_choice, supports_multi_objective
 from benchmark.hpo.space import SearchSpace, parse_space
@@ -192,20 +192,6 @@ def to_arg(key: str, value: Any) -> str:
     return f"{key}={value!r}"
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested or dotted mappings -> ``{dotted.key: value}`` (lists stay values)."""
-    if not isinstance(node, Mapping):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, dotted))
-        else:
-            out[dotted] = value
-    return out
-
-
 # -- parts -------------------------------------------------------------------------------------
 def _apply_scale(raw: dict[str, Any], scale: str | None, where: str) -> dict[str, Any]:
     scales = raw.get("scales") or {}
@@ -219,7 +205,7 @@ def _apply_scale(raw: dict[str, Any], scale: str | None, where: str) -> dict[str
     for key, value in change.items():
         if key in ("base", "data", "budget") and isinstance(value, Mapping):
             if key == "base":
-                out[key] = {**_base_mapping(raw.get("base") or {}), **flatten(value)}
+                out[key] = {**_base_mapping(raw.get("base") or {}), **flatten_dotted(value)}
             else:
                 out[key] = {**(raw.get(key) or {}), **value}
         elif key == "teacher" and isinstance(value, Mapping) and isinstance(raw.get("teacher"), Mapping):
@@ -232,7 +218,7 @@ def _apply_scale(raw: dict[str, Any], scale: str | None, where: str) -> dict[str
 def _base_mapping(base: Any, where: str = "Search file") -> dict[str, Any]:
     """``base`` as ``{dotted.key: value}``, from a (nested) mapping or a key=value list."""
     if isinstance(base, Mapping):
-        return flatten(base)
+        return flatten_dotted(base)
     if not isinstance(base, list):
         raise SearchFileError(f"{where}: 'base' must be a mapping of config keys or a list of key=value.")
     out: dict[str, Any] = {}
@@ -329,7 +315,7 @@ def _teacher(raw: Any, where: str) -> TeacherSpec:
         _check_fields(raw, ("overrides", "run"), f"{where}, teacher")
         if raw.get("run"):
             return TeacherSpec(auto=False, ref=str(raw["run"]))
-        return TeacherSpec(overrides=flatten(raw.get("overrides") or {}))
+        return TeacherSpec(overrides=flatten_dotted(raw.get("overrides") or {}))
     raise SearchFileError(f"{where}: 'teacher' must be auto, a run id/directory, or {{overrides: {{...}}}}.")
 
 

@@ -204,6 +204,7 @@ def analyzed_store(tmp_path_factory) -> tuple[FakeStore, Path]:
     store = FakeStore(tmp_path_factory.mktemp("analyzed") / "store")
     store.add_grid()
     store.add_run("hateful_memes", "kd", seed=0, skill=0.1, variant={"distill.temperature": 2.0})
+    store.add_run("mmimdb", "kd", seed=1, skill=0.2, variant={"distill.class_reduction": "sum"})
     out = store.root / "results"
     result = CliRunner().invoke(app, ["analyze", "all", "--save-dir", str(store.runs), "--out", str(out),
                                       "--cache-dir", str(store.root / "cache"), "--bootstrap", "200",

@@ -38,7 +38,7 @@ def test_report_contains_every_table_and_image_and_its_links_exist(analyzed_stor
         assert (out / "report" / unquote(link)).exists(), link
     assert "paper value not available" in page
     assert "Assumptions" in page and "distill.temperature" in page  # docs/assumptions.md rendered
-    assert "64 runs in the store" in page
+    assert "65 runs in the store" in page
 
 
 def test_report_links_runs_to_their_offline_wandb_directory(analyzed_store, tmp_path):

@@ -19,11 +19,12 @@ ROWS = [("Teacher", "teacher", None), ("Student (no KD)", "student_only", None),
 
 
 def _by_hand(store, dataset: str, method: str, weighting: str | None, metric: str, tau: float = 1.0,
-             epochs: int = 8) -> list[float]:
+             epochs: int = 8, reduction: str = "mean") -> list[float]:
     """Test values of the completed runs of a cell, by seed, straight from their summary.json files."""
     runs = [s for s, c in store.summaries()
             if (s["dataset"], s["method"], s.get("weighting")) == (dataset, method, weighting)
             and c["distill"]["temperature"] == tau and c["training"]["max_epochs"] == epochs
+            and c["distill"].get("class_reduction", "mean") == reduction
             and s["status"] == "completed"]
     return [s["metrics"][f"test/{dataset}/{metric}"] for s in sorted(runs, key=lambda s: s["seed"])]
 
@@ -77,6 +78,24 @@ def test_ablation_variants_do_not_leak_into_table2(analyzed_store):
     assert math.isclose(default["mean"], kd["mean"])
     md = (out / "tables" / "ablations.md").read_text()
     assert "Best MSD per dataset: Hateful Memes: instance" in md  # chosen on val; instance has the best skill
+
+
+def test_class_reduction_block_has_only_the_multi_label_columns(analyzed_store):
+    store, out = analyzed_store
+    ablations = pd.read_csv(out / "tables" / "ablations.csv")
+    block = ablations[ablations["block"].str.startswith("Multi-label divergence")]
+    assert set(block["dataset"]) == {"mmimdb", "vqa2"}
+    summed = block[(block["row"] == "KD, D over classes=sum") & (block["dataset"] == "mmimdb")].iloc[0]
+    assert summed["n"] == 1
+    assert math.isclose(summed["mean"], _by_hand(store, "mmimdb", "kd", None, "multilabel_micro_f1", reduction="sum")[0])
+    default = block[(block["row"] == "KD, D over classes=mean (default)") & (block["dataset"] == "mmimdb")].iloc[0]
+    table2 = pd.read_csv(out / "tables" / "table2.csv")
+    kd = table2[(table2["row"] == "KD") & (table2["dataset"] == "mmimdb") & (table2["metric"] == "multilabel_micro_f1")]
+    assert math.isclose(default["mean"], kd.iloc[0]["mean"])  # the sum run does not leak into Table 2
+    assert block[(block["row"] == "MSD-instance, D over classes=sum")]["missing"].all()
+    md = (out / "tables" / "ablations.md").read_text()
+    section = md.split("Multi-label divergence")[1]
+    assert "Hateful Memes" not in section.split("\n\n")[1]
 
 
 def test_bold_marks_best_student_and_dagger_a_significant_gain_over_kd(analyzed_store):
@@ -158,7 +177,8 @@ def test_empty_store_gives_missing_cells_not_zeros(tmp_path):
 
 
 def test_variant_keys_are_the_result_changing_ones():
-    from analysis.load import flatten, variant_label, variant_of
+    from analysis.load import variant_label, variant_of
+    from benchmark.config.loader import flatten_dotted as flatten
 
     base = {"distill": {"temperature": 1.0, "saliency": "divergence", "cache_spot_check": 2, "teacher_source": "live"},
             "training": {"max_epochs": 1}}
@@ -176,7 +196,7 @@ def test_load_runs_is_tidy_and_predictions_join_their_run_keys(analyzed_store, s
 
     store, _out = analyzed_store
     runs = load_runs(store.runs)
-    assert len(runs) == 64 and runs["run_id"].is_unique and runs["completed"].all()
+    assert len(runs) == 65 and runs["run_id"].is_unique and runs["completed"].all()
     assert {"dataset", "method", "weighting", "seed", "row", "variant_label", "setting", "model_params"} <= set(runs)
     assert set(runs["variant_label"]) == {"", "τ=2"}
     hm = runs[runs["dataset"] == "hateful_memes"]

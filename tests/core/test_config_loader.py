@@ -126,3 +126,13 @@ def test_recipe_without_an_entry_for_the_size_is_named():
     with pytest.raises(ConfigError, match=r"recipes.lr has no entry for model size 'tiny'.*\+recipes.lr.tiny"):
         build_config(["method=kd", "model_size=tiny"])
     assert build_config(["method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1"]).optimizer.params.lr == 0.1
+
+
+def test_flatten_dotted_keeps_or_drops_empty_mappings():
+    from benchmark.config.loader import flatten_dotted
+
+    tree = {"a": {"b": 1, "c": {}}, "d.e": [1, 2], "f": {"g": {"h": None}}}
+    assert flatten_dotted(tree) == {"a.b": 1, "a.c": {}, "d.e": [1, 2], "f.g.h": None}
+    assert flatten_dotted(tree, drop_empty=True) == {"a.b": 1, "d.e": [1, 2], "f.g.h": None}
+    assert flatten_dotted(OmegaConf.to_container(OmegaConf.create({"x": {"y": 2}}))) == {"x.y": 2}
+    assert flatten_dotted(3) == {}

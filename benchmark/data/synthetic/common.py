@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from benchmark.data.synthetic.regions import ConceptSpace, Scene
-from benchmark.data.synthetic.writers import feature_record, write_lmdb
+from benchmark.data.synthetic.writers import feature_record, mark_built, write_jsonl, write_lmdb
 from benchmark.errors import ConfigError
 
 T = TypeVar("T")
@@ -195,6 +195,35 @@ class SyntheticGenerator:
                 f"Unknown option(s) {sorted(unknown)} for generator {cls.name!r}; known: {sorted(cls.defaults)}"
             )
         return {**cls.defaults, **options}
+
+    @classmethod
+    def finish(
+        cls,
+        data_dir: Path,
+        root: Path,
+        *,
+        seed: int,
+        size: int | None,
+        options: Mapping[str, Any],
+        stats: Mapping[str, Any],
+        truth: Sequence[Mapping[str, Any]],
+        files: Mapping[str, Sequence[Path]],
+        built: Sequence[tuple[Path, str]],
+    ) -> dict[str, Any]:
+        """Write the ground-truth side file, then the ``.built.json`` markers, and return the summary.
+
+        The markers come last so that an interrupted generation is never taken for a built
+        dataset. ``files`` are the written annotation/feature/extra paths (summary: relative
+        to ``data_dir``); ``stats`` the generator's own figures (split counts, mixtures, ...).
+        """
+        truth_path = write_jsonl(root / "extras" / GROUND_TRUTH_NAME, truth)
+        for folder, version in built:
+            mark_built(folder, version)
+        paths: dict[str, Any] = {"root": str(root.relative_to(data_dir))}
+        paths.update({kind: relpaths(data_dir, list(written)) for kind, written in files.items()})
+        paths["ground_truth"] = str(truth_path.relative_to(data_dir))
+        return {"name": cls.name, "generator_version": cls.version, "seed": seed, "size": size,
+                "options": dict(options), **stats, "paths": paths}
 
 
 def relpaths(data_dir: Path, paths: Sequence[Path]) -> list[str]:

@@ -38,7 +38,6 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
-    GROUND_TRUTH_NAME,
     IMAGE_DEFAULTS,
     RELIANCE,
     SyntheticGenerator,
@@ -47,7 +46,6 @@ from benchmark.data.synthetic.common import (
     check_fraction,
     concept_space,
     no_track,
-    relpaths,
     resolve_mixture,
     shares,
     split_rng,
@@ -58,7 +56,7 @@ from benchmark.data.synthetic.common import (
     write_scene_lmdb,
 )
 from benchmark.data.synthetic.regions import Scene
-from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, mark_built, write_jsonl, write_lines
+from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, write_jsonl, write_lines
 from benchmark.registry import registry
 
 NAME = "hateful_memes"
@@ -237,26 +235,15 @@ class HatefulMemesGenerator(SyntheticGenerator):
 
         features = write_scene_lmdb(root / "features" / "detectron.lmdb", scenes, world.space, track, "hateful_memes features")
         vocab = write_lines(root / "extras" / "vocabs" / "vocabulary_100k.txt", T.template_vocabulary())
-        truth_path = write_jsonl(root / "extras" / GROUND_TRUTH_NAME, truth)
-        mark_built(root, ZOO_VERSIONS[NAME])
-        return {
-            "name": NAME,
-            "generator_version": cls.version,
-            "seed": seed,
-            "size": size,
-            "options": opts,
+        stats = {
             "splits": counts,
             "mixture": {"target": opts["mixture"], "realised": realised},
             "positive_rate": positives,
             "label_noise_rate": noisy,
-            "paths": {
-                "root": str(root.relative_to(data_dir)),
-                "annotations": relpaths(data_dir, paths),
-                "features": relpaths(data_dir, [features]),
-                "extras": relpaths(data_dir, [vocab]),
-                "ground_truth": str(truth_path.relative_to(data_dir)),
-            },
         }
+        files = {"annotations": paths, "features": [features], "extras": [vocab]}
+        return cls.finish(data_dir, root, seed=seed, size=size, options=opts, stats=stats, truth=truth, files=files,
+                          built=[(root, ZOO_VERSIONS[NAME])])
 
 
 generate = HatefulMemesGenerator.generate

@@ -38,14 +38,12 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
-    GROUND_TRUTH_NAME,
     IMAGE_DEFAULTS,
     SyntheticGenerator,
     Track,
     check_fraction,
     concept_space,
     no_track,
-    relpaths,
     resolve_mixture,
     shares,
     split_rng,
@@ -56,7 +54,7 @@ from benchmark.data.synthetic.common import (
     write_scene_lmdb,
 )
 from benchmark.data.synthetic.regions import Scene
-from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, mark_built, write_jsonl, write_lines
+from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, write_jsonl, write_lines
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
 
@@ -255,14 +253,7 @@ class MMIMDbGenerator(SyntheticGenerator):
             write_lines(root / "extras" / "classes_mm_imdb.txt", GENRES),
             write_lines(root / "extras" / "vocab_mmimdb.txt", T.template_vocabulary()),
         ]
-        truth_path = write_jsonl(root / "extras" / GROUND_TRUTH_NAME, truth)
-        mark_built(root, ZOO_VERSIONS[NAME])
-        return {
-            "name": NAME,
-            "generator_version": cls.version,
-            "seed": seed,
-            "size": size,
-            "options": opts,
+        stats = {
             "splits": counts,
             "mixture": {
                 "target": opts["genre_evidence"],
@@ -271,14 +262,10 @@ class MMIMDbGenerator(SyntheticGenerator):
             },
             "genres_per_movie": cardinality,
             "label_noise_rate": noisy,
-            "paths": {
-                "root": str(root.relative_to(data_dir)),
-                "annotations": relpaths(data_dir, paths),
-                "features": relpaths(data_dir, [features]),
-                "extras": relpaths(data_dir, extras),
-                "ground_truth": str(truth_path.relative_to(data_dir)),
-            },
         }
+        files = {"annotations": paths, "features": [features], "extras": extras}
+        return cls.finish(data_dir, root, seed=seed, size=size, options=opts, stats=stats, truth=truth, files=files,
+                          built=[(root, ZOO_VERSIONS[NAME])])
 
 
 generate = MMIMDbGenerator.generate

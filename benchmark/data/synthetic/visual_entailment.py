@@ -44,7 +44,6 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
-    GROUND_TRUTH_NAME,
     IMAGE_DEFAULTS,
     RELIANCE,
     SyntheticGenerator,
@@ -53,7 +52,6 @@ from benchmark.data.synthetic.common import (
     check_fraction,
     concept_space,
     no_track,
-    relpaths,
     resolve_mixture,
     shares,
     split_rng,
@@ -64,7 +62,7 @@ from benchmark.data.synthetic.common import (
     write_scene_lmdb,
 )
 from benchmark.data.synthetic.regions import Scene
-from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, mark_built, write_jsonl, write_lines
+from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, write_jsonl, write_lines
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
 
@@ -243,28 +241,16 @@ class VisualEntailmentGenerator(SyntheticGenerator):
 
         features = write_scene_lmdb(flickr / "features" / "detectron.lmdb", scenes, world.space, track, "flickr30k features")
         vocab = write_lines(root / "extras" / "vocabs" / "vocabulary_100k.txt", T.template_vocabulary())
-        truth_path = write_jsonl(root / "extras" / GROUND_TRUTH_NAME, truth)
-        mark_built(flickr, ZOO_VERSIONS["flickr30k"])
-        mark_built(root, ZOO_VERSIONS[NAME])
-        return {
-            "name": NAME,
-            "generator_version": cls.version,
-            "seed": seed,
-            "size": size,
-            "options": opts,
+        stats = {
             "splits": counts,
             "images": n_images,
             "mixture": {"target": opts["mixture"], "realised": realised},
             "labels": label_shares,
             "label_noise_rate": noisy,
-            "paths": {
-                "root": str(root.relative_to(data_dir)),
-                "annotations": relpaths(data_dir, paths),
-                "features": relpaths(data_dir, [features]),
-                "extras": relpaths(data_dir, [vocab]),
-                "ground_truth": str(truth_path.relative_to(data_dir)),
-            },
         }
+        files = {"annotations": paths, "features": [features], "extras": [vocab]}
+        return cls.finish(data_dir, root, seed=seed, size=size, options=opts, stats=stats, truth=truth, files=files,
+                          built=[(flickr, ZOO_VERSIONS["flickr30k"]), (root, ZOO_VERSIONS[NAME])])
 
 
 generate = VisualEntailmentGenerator.generate

@@ -38,7 +38,6 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
-    GROUND_TRUTH_NAME,
     IMAGE_DEFAULTS,
     RELIANCE,
     SyntheticGenerator,
@@ -47,7 +46,6 @@ from benchmark.data.synthetic.common import (
     check_fraction,
     concept_space,
     no_track,
-    relpaths,
     resolve_mixture,
     shares,
     split_rng,
@@ -61,9 +59,7 @@ from benchmark.data.synthetic.regions import Scene
 from benchmark.data.synthetic.writers import (
     ZOO_VERSIONS,
     clear_built,
-    mark_built,
     write_imdb_npy,
-    write_jsonl,
     write_lines,
 )
 from benchmark.errors import ConfigError
@@ -227,15 +223,7 @@ class VQA2Generator(SyntheticGenerator):
             write_lines(root / "extras" / "vocabs" / "answers_vqa.txt", ANSWERS),
             write_lines(root / "extras" / "vocabs" / "vocabulary_100k.txt", T.template_vocabulary()),
         ]
-        truth_path = write_jsonl(root / "extras" / GROUND_TRUTH_NAME, truth)
-        mark_built(coco, ZOO_VERSIONS["coco"])
-        mark_built(root, ZOO_VERSIONS[NAME])
-        return {
-            "name": NAME,
-            "generator_version": cls.version,
-            "seed": seed,
-            "size": size,
-            "options": opts,
+        stats = {
             "splits": counts,
             "mixture": {
                 "target": {e: sum(v for q, v in opts["question_types"].items() if DECIDES[q] == e) for e in RELIANCE},
@@ -245,14 +233,10 @@ class VQA2Generator(SyntheticGenerator):
             },
             "num_answers": len(ANSWERS),
             "label_noise_rate": noisy,
-            "paths": {
-                "root": str(root.relative_to(data_dir)),
-                "annotations": relpaths(data_dir, paths),
-                "features": relpaths(data_dir, features),
-                "extras": relpaths(data_dir, extras),
-                "ground_truth": str(truth_path.relative_to(data_dir)),
-            },
         }
+        files = {"annotations": paths, "features": features, "extras": extras}
+        return cls.finish(data_dir, root, seed=seed, size=size, options=opts, stats=stats, truth=truth, files=files,
+                          built=[(coco, ZOO_VERSIONS["coco"]), (root, ZOO_VERSIONS[NAME])])
 
 
 generate = VQA2Generator.generate
