@@ -6,6 +6,13 @@ pandas and wandb before a tiny cell trains for a fraction of that. Forking each 
 a server that already holds these modules keeps one process per cell (a crash still takes
 down only that cell) at a fraction of the start-up cost. Only imports happen here: no
 thread pool, tokenizer or RNG is touched, so a forked child starts from a clean state.
+
+Why ``benchmark.cli`` too: multiprocessing makes each forked child re-run the parent's main
+script (the ``msd`` entry point) before the task. Whatever that script imports and the
+server lacks is read from disk *then*; after an edit to the source during a long grid, a
+child would mix the server's old modules with new files (an ``ImportError`` that killed
+25 cells of a real run before this was added). With the whole CLI preloaded, every cell of
+a grid runs the code as it was when the grid started.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ MODULES = (
     "wandb",
     "benchmark.train.trainer", "benchmark.distill.cache", "benchmark.distill.teacher",
     "benchmark.data.make", "benchmark.tracking.wandb_logger", "benchmark.grid.worker",
+    "benchmark.cli",
 )
 REGISTRY_KINDS = ("model", "dataset", "metric", "loss", "weighting", "saliency", "method", "optimizer", "generator")
 

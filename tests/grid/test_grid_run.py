@@ -118,3 +118,20 @@ def test_offline_wandb_runs_hold_config_metrics_and_group(finished_smoke, grid_t
     assert any(a["type"] == "teacher-cache" for a in msd["artifacts"])
     assert any("predictions" in row for row in msd["history"])
     assert json.loads(json.dumps(msd["config"]))["method"] == "msd"
+
+
+def test_fork_server_preload_covers_what_a_child_re_imports():
+    """A forked cell re-runs the ``msd`` entry script; none of its benchmark imports may be
+    read from disk then (a source edit during a grid would mix old and new modules)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, runpy, shutil\n"
+        "import benchmark.grid.preload\n"
+        "before = {m for m in sys.modules if m.startswith('benchmark')}\n"
+        "import benchmark.cli\n"
+        "print(sorted({m for m in sys.modules if m.startswith('benchmark')} - before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"imported after the preload: {out.stdout}"
