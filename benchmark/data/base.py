@@ -22,7 +22,7 @@ from benchmark.data.annotations import read_annotations
 from benchmark.data.features import FeatureReader, open_feature_reader, pad_features
 from benchmark.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, find_image, load_image
 from benchmark.data.info import DatasetInfo
-from benchmark.data.tokenizer import BertTokenizerProcessor, build_text_processor
+from benchmark.data.tokenizer import BertTokenizerProcessor, TokenizedTexts, build_text_processor
 from benchmark.errors import ConfigError, DataError
 
 FILE_SPLITS = ("train", "val", "test")
@@ -98,6 +98,7 @@ class MMFDataset(Dataset):
         self.annotation_files = self._split_paths("annotations")
         self.entries = self._load_entries(self.annotation_files, select)
         self.has_targets = all(e.target is not None for e in self.entries)
+        self.tokenized = TokenizedTexts(self.text_processor, len(self.entries))
 
         self.max_features = int(config.get("max_features", 100))
         self.return_features_info = bool(config.get("return_features_info", True))
@@ -370,7 +371,7 @@ class MMFDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         entry = self.entries[idx]
-        sample: dict[str, Any] = dict(self.text_processor(entry.text))
+        sample: dict[str, Any] = self.tokenized(idx, entry.text)
         if self.use_features:
             record = self._reader(entry).read(entry.feature_key or "")
             features, info = pad_features(record, self.max_features, self.feature_dim, self._source(entry))

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmark.errors import ConfigError, DataError
@@ -115,6 +116,37 @@ class BertTokenizerProcessor:
             "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
             "input_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
             "segment_ids": torch.tensor(encoded["token_type_ids"], dtype=torch.long),
+        }
+
+
+class TokenizedTexts:
+    """Each text of a split tokenized once, on first use, and kept in compact arrays.
+
+    Why: text processing is deterministic, and re-tokenizing every sample every epoch was a
+    quarter of a small student run's time (5.6 of 22 s in a profile of an MM-IMDB KD run).
+    Storage is int32 ids plus uint8 mask and segment ids: ~6 bytes a token, ~170 MB for a
+    VQA2-sized train split at 64 tokens, instead of ~1.5 KB of int64 tensors a sample.
+    """
+
+    def __init__(self, processor: BertTokenizerProcessor, count: int) -> None:
+        self.processor = processor
+        length = processor.max_seq_length
+        self.input_ids = np.zeros((count, length), dtype=np.int32)
+        self.input_mask = np.zeros((count, length), dtype=np.uint8)
+        self.segment_ids = np.zeros((count, length), dtype=np.uint8)
+        self.done = np.zeros(count, dtype=bool)
+
+    def __call__(self, index: int, text: str) -> dict[str, torch.Tensor]:
+        if not self.done[index]:
+            encoded = self.processor(text)
+            self.input_ids[index] = encoded["input_ids"].numpy()
+            self.input_mask[index] = encoded["input_mask"].numpy()
+            self.segment_ids[index] = encoded["segment_ids"].numpy()
+            self.done[index] = True
+        return {
+            "input_ids": torch.from_numpy(self.input_ids[index].astype(np.int64)),
+            "input_mask": torch.from_numpy(self.input_mask[index].astype(np.int64)),
+            "segment_ids": torch.from_numpy(self.segment_ids[index].astype(np.int64)),
         }
 
 

@@ -332,3 +332,19 @@ def test_single_label_index() -> None:
         V.single_label_index("maybe", names, "snli.jsonl, line 4")
     with pytest.raises(DataError, match="label 2 is outside"):
         V.single_label_index(2, ("not_hateful", "hateful"), "train.jsonl, line 1")
+
+
+def test_tokenized_texts_match_the_processor_and_tokenize_once(monkeypatch):
+    from benchmark.data.tokenizer import BertTokenizerProcessor, TokenizedTexts
+
+    processor = BertTokenizerProcessor(16)
+    texts = ["a cat on a mat", "Which colour is the shape? " * 5, ""]  # the second is truncated
+    want = [processor(t) for t in texts]
+    cache = TokenizedTexts(processor, len(texts))
+    first = [cache(i, t) for i, t in enumerate(texts)]
+    monkeypatch.setattr(BertTokenizerProcessor, "__call__", lambda self, text: pytest.fail("tokenized twice"))
+    again = [cache(i, t) for i, t in enumerate(texts)]  # a second epoch reads the arrays
+    for got in (first, again):
+        for g, w in zip(got, want):
+            for key in ("input_ids", "input_mask", "segment_ids"):
+                assert g[key].dtype == torch.long and torch.equal(g[key], w[key])
