@@ -195,10 +195,16 @@ def build_cache(config: DictConfig, teacher: LoadedTeacher, key: str, inputs: di
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    correlation = saliency_truth_correlation(full, target, definitions)
+    _record_truth_correlation(full, teacher, target, definitions)
+    return TeacherCache(target, meta)
+
+
+def _record_truth_correlation(config: DictConfig, teacher: LoadedTeacher, target: Path, definitions: list[str]) -> None:
+    """Write the saliency-vs-ground-truth Spearman ρ into the teacher's summary (synthetic data only)."""
+    correlation = saliency_truth_correlation(config, target, definitions)
     if correlation:
         teacher.run.update_summary(saliency_vs_ground_truth=correlation)
-    return TeacherCache(target, meta)
+        teacher.summary["saliency_vs_ground_truth"] = correlation
 
 
 def _recheck_teacher_metric(teacher: LoadedTeacher, recheck: dict[str, float], tol: float = 1e-3) -> None:
@@ -223,6 +229,9 @@ def get_teacher_cache(
         try:
             cache = open_cache(target, key)
             spot_check(cache, config, teacher, device, spot_check_samples)
+            if "saliency_vs_ground_truth" not in teacher.summary:  # a cache built before it was recorded
+                _record_truth_correlation(full_split_config(config), teacher, target,
+                                          list(cache.meta["saliency_definitions"]))
             return cache
         except StaleCacheError as exc:
             console.print(f"[yellow]Teacher cache {target} is stale or corrupt ({exc}); rebuilding it.[/yellow]", soft_wrap=True)

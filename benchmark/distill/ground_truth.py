@@ -24,7 +24,7 @@ def true_reliance(config: DictConfig, split: str) -> tuple[np.ndarray, np.ndarra
     node = dataset_node(config)
     if not node.get("ground_truth"):
         return None
-    root = Path(str(node.data_dir))
+    root = Path(str(node.data_dir)).expanduser()  # a run config keeps "~" (run ids stay portable)
     path = root / str(node.ground_truth)
     annotations = list(node.annotations.get(split, []) or [])
     if not path.is_file() or not annotations:
