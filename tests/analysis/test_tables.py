@@ -198,7 +198,7 @@ def test_load_runs_is_tidy_and_predictions_join_their_run_keys(analyzed_store, s
     runs = load_runs(store.runs)
     assert len(runs) == 65 and runs["run_id"].is_unique and runs["completed"].all()
     assert {"dataset", "method", "weighting", "seed", "row", "variant_label", "setting", "model_params"} <= set(runs)
-    assert set(runs["variant_label"]) == {"", "τ=2"}
+    assert set(runs["variant_label"]) == {"", "τ=2", "D over classes=sum"}
     hm = runs[runs["dataset"] == "hateful_memes"]
     joined = predictions(hm, "test", "multi")
     assert len(joined) == len(hm) * store_tools.N_SAMPLES and set(joined["row"]) == set(hm["row"])
