@@ -102,6 +102,19 @@ def _counts_html(all_runs: pd.DataFrame, used: pd.DataFrame, notes: list[str]) -
     if all_runs.empty:
         return "<p class='missing'>The run store is empty.</p>"
     used_ids = set(used["run_id"]) if not used.empty else set()
+    # HPO trials are runs of the same store, each with its own sampled values: one row per
+    # trial would bury the table's cells, so they are counted per study instead.
+    is_trial = all_runs["hpo_study"].notna() if "hpo_study" in all_runs else pd.Series(False, index=all_runs.index)
+    studies = all_runs.loc[is_trial, "hpo_study"].value_counts().sort_index()
+    trials_html = ("<p>Not in the table below: " + ", ".join(
+        f"{n} trial run(s) of HPO study <code>{html.escape(str(study))}</code>" for study, n in studies.items())
+        + " (<code>msd hpo show STUDY</code>; <code>docs/hpo.md</code>).</p>") if len(studies) else ""
+    total = (f"<p>{len(all_runs)} runs in the store: {int(all_runs['completed'].sum())} completed, "
+             f"{len(used)} used by the tables. Cells: runs used by the tables / completed runs "
+             "(failed and unfinished runs in parentheses).</p>")
+    all_runs = all_runs[~is_trial]
+    if all_runs.empty:
+        return total + trials_html
     frame = all_runs.assign(
         model=all_runs["row"] + all_runs["variant_label"].map(lambda v: f" [{v}]" if v else ""),
         used=all_runs["run_id"].isin(used_ids),
@@ -117,11 +130,8 @@ def _counts_html(all_runs: pd.DataFrame, used: pd.DataFrame, notes: list[str]) -
     table = frame.groupby(["model", "dataset"]).apply(cell, include_groups=False).unstack("dataset").fillna("—")
     order = [r.label for r in spec.TABLE2_ROWS]
     table = table.loc[sorted(table.index, key=lambda m: (order.index(m) if m in order else len(order), m))]
-    total = (f"<p>{len(all_runs)} runs in the store: {int(all_runs['completed'].sum())} completed, "
-             f"{len(used)} used by the tables. Cells: runs used by the tables / completed runs "
-             "(failed and unfinished runs in parentheses).</p>")
     notes_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
-    return total + notes_html + _frame_html(table.reset_index().rename(columns={"model": "model [variant]"}))
+    return total + trials_html + notes_html + _frame_html(table.reset_index().rename(columns={"model": "model [variant]"}))
 
 
 def _runs_html(all_runs: pd.DataFrame, report_dir: Path, wandb: dict) -> str:

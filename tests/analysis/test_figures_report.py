@@ -67,3 +67,24 @@ def test_report_links_runs_to_their_offline_wandb_directory(analyzed_store, tmp_
     assert (report.parent / unquote(link)).resolve() == offline.resolve()
     # Tables and figures were not built under this output root: the report says so.
     assert "not built yet" in page and "not drawn" in page
+
+
+def test_hpo_trial_runs_are_counted_per_study_not_listed_as_rows(tmp_path, store_tools):
+    import yaml
+
+    from analysis.load import load_runs
+    from analysis.report import _counts_html
+
+    store = store_tools.FakeStore(tmp_path / "store")
+    store.add_run("hateful_memes", "kd", seed=0)
+    for trial, tau in enumerate((1.5, 3.0)):
+        run = store.add_run("hateful_memes", "kd", seed=0, variant={"distill.temperature": tau})
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["hpo"] = {"study": "kd_hm", "trial": trial}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = load_runs(store.runs)
+    assert sorted(runs["hpo_study"].dropna()) == ["kd_hm", "kd_hm"]
+    page = _counts_html(runs, runs.iloc[:0], [])
+    assert "3 runs in the store" in page and "2 trial run(s) of HPO study <code>kd_hm</code>" in page
+    assert "τ=1.5" not in page and "τ=3" not in page  # no row per trial
+    assert ">KD<" in page  # the ordinary run keeps its row
