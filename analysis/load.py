@@ -169,7 +169,7 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         "finished_at": summary.get("finished_at"),
         "wall_time_s": summary.get("wall_time_s"),
         "train_time_s": summary.get("train_time_s"),
-        "hpo_study": (config.get("hpo") or {}).get("study") if isinstance(config.get("hpo"), dict) else None,
+        "hpo_study": hpo.get("study") if isinstance(hpo := config.get("hpo"), dict) else None,
         "has_predictions": (path / "predictions.parquet").exists(),
         "has_metrics": (path / "metrics.jsonl").exists(),
         "data_dir": flat.get(f"dataset_config.{dataset}.data_dir"),
