@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,18 +21,36 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "training.threads",
     "training.device",
     "training.log_interval",
+    "training.distributed",
+    "training.distributed_timeout_min",
+    "training.find_unused_parameters",
+    "training.pin_memory",
+    "training.compile",
     "checkpoint.resume",
+    "run_type",
+    "evaluation.predict",
     "tracking",
     "grid",
     "run_name",
     "hpo",
 )
 
+# Keys added after runs existed, left out of the hash while they hold the value that computes
+# what those runs computed, so adding a key never renames the existing runs. A key that only
+# matters through another (amp_dtype without fp16) is left out while that one is off.
+NEUTRAL_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "training.fp16": lambda c: not _get_dotted(c, "training.fp16"),
+    "training.amp_dtype": lambda c: not _get_dotted(c, "training.fp16"),
+    "training.update_frequency": lambda c: _get_dotted(c, "training.update_frequency") in (None, 1),
+    "checkpoint.resume_file": lambda c: _get_dotted(c, "checkpoint.resume_file") is None,
+}
+
 
 def hashable_config(config: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(config, resolve=True)
     assert isinstance(container, dict)
-    for dotted in VOLATILE_KEYS:
+    neutral = [key for key, is_neutral in NEUTRAL_WHEN.items() if is_neutral(container)]
+    for dotted in (*VOLATILE_KEYS, *neutral):
         _pop_dotted(container, dotted)
     # Only the active model's and dataset's sub-configs matter.
     for section, active in (("model_config", config.get("model")), ("dataset_config", config.get("dataset"))):
@@ -44,6 +63,13 @@ def compute_run_id(config: DictConfig) -> str:
     payload = json.dumps(hashable_config(config), sort_keys=True, default=str)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
     return f"{config.dataset}-{config.method}-{digest}"
+
+
+def _get_dotted(container: dict[str, Any], dotted: str) -> Any:
+    node: Any = container
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _pop_dotted(container: dict[str, Any], dotted: str) -> None:
