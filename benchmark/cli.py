@@ -59,6 +59,42 @@ def run(
         console.print(f"  {split}/{result.summary.get('dataset')}/{result.summary.get('headline_metric')} = {value:.4f}")
 
 
+@app.command("eval", context_settings=_MMF_ARGS)
+def eval_run(
+    ctx: typer.Context,
+    run_ref: str = typer.Argument(..., metavar="RUN", help="Run id, unique id prefix, or run directory."),
+    save_dir: Path | None = typer.Option(None, help="Run store (default: env.save_dir)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Re-score a finished run without training: msd eval <run> [split=test] [data_dir=…] [views=multi,image] [key=value ...]"""
+    import json
+
+    from benchmark.config.loader import build_config
+    from benchmark.train.rescore import parse_eval_args, rescore
+
+    args = parse_eval_args(list(ctx.args))
+    store = save_dir or next((a.split("=", 1)[1] for a in args.overrides if a.startswith("env.save_dir=")), None)
+    result = rescore(run_ref, save_dir=store or build_config([]).env.save_dir, splits=args.splits or None,
+                     data_dir=args.data_dir, views=args.views or None, overrides=args.overrides)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    stored = (result.run.read_summary() or {}).get("metrics") or {} if result.comparison else {}
+    table = Table("metric", "value", *(("summary", "|diff|") if result.comparison else ()),
+                  title=f"{result.run.run_id} ({result.checkpoint.name})")
+    for key, value in result.metrics.items():
+        extra = () if not result.comparison else (
+            ("-", "-") if key not in stored else (f"{stored[key]:.6f}", f"{abs(value - stored[key]):.2e}"))
+        table.add_row(key, f"{value:.6f}", *extra)
+    console.print(table)
+    if result.comparison:
+        c = result.comparison
+        console.print(f"max |diff| against summary.json over {c.compared} metrics: {c.max_abs_diff:.2e}")
+    else:
+        console.print("not compared with summary.json: other data, checkpoint or model keys than the run's own")
+    console.print(f"wrote {result.path}/{{metrics.json,predictions.parquet}}")
+
+
 @config_app.command("show", context_settings=_MMF_ARGS)
 def config_show(ctx: typer.Context) -> None:
     """Print the resolved config for an MMF command line."""

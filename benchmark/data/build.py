@@ -135,19 +135,27 @@ def build_dataloader(
     num_workers: int = 0,
     drop_last: bool = False,
     sampler: Sampler | None = None,
+    batch_sampler: Sampler | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A loader whose shuffling order depends only on ``seed`` (a private generator), or on
-    ``sampler`` (the trainer's resumable :class:`~benchmark.train.sampler.EpochSampler`)."""
+    """A loader whose shuffling order depends only on ``seed`` (a private generator), on
+    ``sampler``, or on ``batch_sampler`` (the trainer's resumable, rank-sharded
+    :class:`~benchmark.train.sampler.EpochBatches`, which then decides the batch size)."""
     generator = torch.Generator()
     generator.manual_seed(int(seed))
+    workers = int(num_workers)
+    batching = (
+        {"batch_sampler": batch_sampler}
+        if batch_sampler is not None
+        else {"batch_size": int(batch_size), "shuffle": shuffle if sampler is None else False,
+              "sampler": sampler, "drop_last": drop_last}
+    )
     return DataLoader(
         dataset,
-        batch_size=int(batch_size),
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=int(num_workers),
+        **batching,
+        num_workers=workers,
         collate_fn=collate,
         generator=generator,
-        drop_last=drop_last,
-        persistent_workers=False,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
     )

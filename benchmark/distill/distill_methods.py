@@ -27,6 +27,7 @@ from benchmark.distill.weighting import Learned, WeightingScheme, build_weightin
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
 from benchmark.train.batching import to_device
+from benchmark.train.distributed import main_first
 
 HIST_BINS = np.linspace(0.0, 2.0, 21)  # weights live in [0, M] with M = 2
 
@@ -55,9 +56,10 @@ class DistillMethod(Method):
         self.device = trainer.device
         self.teacher = load_teacher(self.config, self.info, self.device)
         if self.source == "cache":
-            self.cache = get_teacher_cache(
-                self.config, self.teacher, self.device, spot_check_samples=int(self.config.distill.cache_spot_check)
-            )
+            with main_first(trainer.dist):  # rank 0 builds the cache once; the other ranks open it
+                self.cache = get_teacher_cache(
+                    self.config, self.teacher, self.device, spot_check_samples=int(self.config.distill.cache_spot_check)
+                )
 
     def teacher_logits(self, batch: dict) -> dict[str, Tensor]:
         if self.cache is not None:
@@ -98,6 +100,17 @@ class MSD(DistillMethod):
         self.student_views = ("multi", *self.scheme.views)
         self.meta: MetaWeightLearner | None = None
         self._weights_seen: dict[str, list[Tensor]] = {m: [] for m in self.scheme.views}
+
+    @classmethod
+    def distributed_refusal(cls, config: DictConfig) -> str | None:
+        if registry.get_weighting(str(config.weighting)).learned:
+            return (
+                "weighting=learned cannot train under DDP: its meta step differentiates through a virtual "
+                "update of the student's parameters outside DDP's forward pass, so the second-order "
+                "gradients are not synchronised and each rank's weight network would drift apart. Train "
+                "this student on one process (training.distributed=off, no torchrun), or use another weighting."
+            )
+        return None
 
     def prepare(self, trainer: Any) -> None:
         super().prepare(trainer)

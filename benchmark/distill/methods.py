@@ -29,6 +29,11 @@ class Method(abc.ABC):
         dataset_cfg = config.dataset_config[config.dataset]
         self.label_loss = registry.get_loss(str(dataset_cfg.loss))
 
+    @classmethod
+    def distributed_refusal(cls, config: DictConfig) -> str | None:
+        """Why this method cannot train under DDP with ``config``, or None when it can."""
+        return None
+
     def prepare(self, context: Any) -> None:  # noqa: B027 - optional hook
         """Hook to load what the method needs (a teacher, its cache) before training."""
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Dataset, Subset
 
 from benchmark.data.info import DatasetInfo
 from benchmark.train.batching import to_device
+from benchmark.train.distributed import SINGLE, DistContext
 from benchmark.train.metrics import compute_metrics
 
 
@@ -25,8 +27,37 @@ class SplitOutputs:
     ids: list[str]
 
 
-@torch.no_grad()
+def shard_loader(dataset: Dataset, dist: DistContext = SINGLE) -> Dataset:
+    """This rank's contiguous share of an evaluation split (the whole split on one process)."""
+    if not dist.enabled:
+        return dataset
+    return Subset(dataset, dist.shard(len(dataset)).tolist())
+
+
 def collect_outputs(
+    model: torch.nn.Module, loader, views: Sequence[str], device: torch.device, split: str,
+    dist: DistContext = SINGLE,
+) -> SplitOutputs:
+    """Outputs on ``loader``; under DDP, every rank's shard gathered on every rank in rank
+    order, which is the split's own order, so each sample is counted exactly once."""
+    local = _collect_local(model, loader, views, device, split)
+    if not dist.enabled:
+        return local
+    return merge_outputs(dist.gather(local))
+
+
+def merge_outputs(parts: Sequence[SplitOutputs]) -> SplitOutputs:
+    return SplitOutputs(
+        split=parts[0].split,
+        logits={v: torch.cat([p.logits[v] for p in parts]) for v in parts[0].logits},
+        targets=torch.cat([p.targets for p in parts]),
+        sample_index=torch.cat([p.sample_index for p in parts]),
+        ids=[i for p in parts for i in p.ids],
+    )
+
+
+@torch.no_grad()
+def _collect_local(
     model: torch.nn.Module, loader, views: Sequence[str], device: torch.device, split: str
 ) -> SplitOutputs:
     was_training = model.training

@@ -7,6 +7,7 @@ owns the loop, evaluation cadence, early stopping, checkpoints and the run direc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -20,18 +21,21 @@ from omegaconf import DictConfig
 from benchmark.config.loader import dataset_node
 from benchmark.config.rules import rule_values
 from benchmark.data.build import build_dataloader, build_dataset
+from benchmark.errors import ConfigError
 from benchmark.models.build import build_model, describe_model
 from benchmark.registry import registry
 from benchmark.tracking.progress import TrainingProgress
 from benchmark.tracking.run_id import compute_run_id
 from benchmark.tracking.run_store import RunDir, RunStore
 from benchmark.train import checkpoint as ckpt
-from benchmark.train.batching import resolve_device, to_device
+from benchmark.train.batching import batch_size_of, resolve_device, to_device
+from benchmark.train.distributed import DistContext, init_distributed, rank_device, wrap_model
 from benchmark.train.early_stop import EarlyStopping
-from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs
+from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs, shard_loader
 from benchmark.train.optim import build_optimizer, build_scheduler
+from benchmark.train.precision import build_precision
 from benchmark.train.provenance import environment, git_commit
-from benchmark.train.sampler import EpochSampler
+from benchmark.train.sampler import EpochBatches
 from benchmark.train.seeding import seed_everything
 
 
@@ -79,18 +83,28 @@ class Trainer:
     def __init__(
         self, config: DictConfig, run: RunDir, *, progress: bool = True, callbacks: tuple[RunCallback, ...] = ()
     ) -> None:
+        # Everything here needs only the config and fails before the run directory is written.
+        t = config.training
         self.config = config
         self.run_dir = run
-        self.callbacks = callbacks
-        self.show_progress = progress
-        self.device = resolve_device(str(config.training.device))
+        self.update_frequency = int(t.update_frequency)
+        if self.update_frequency < 1:
+            raise ConfigError(f"training.update_frequency must be >= 1, got {self.update_frequency}.")
+        device = resolve_device(str(t.device))
+        self.dist: DistContext = init_distributed(str(t.distributed), device, float(t.distributed_timeout_min))
+        self.device = rank_device(device, self.dist)
+        self.precision = build_precision(bool(t.fp16), str(t.amp_dtype), self.device)
+        refusal = registry.get_method(str(config.method)).distributed_refusal(config) if self.dist.enabled else None
+        if refusal:
+            raise ConfigError(refusal)
+        self.callbacks = callbacks if self.dist.is_main else ()
+        self.show_progress = progress and self.dist.is_main
         self.dataset_cfg = dataset_node(config)
 
     # -- public ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.time()
         previous = self.run_dir.read_summary() or {}
-        self.run_dir.write_config(self.config)
         self.summary: dict[str, Any] = {
             "run_id": self.run_dir.run_id,
             "status": "running",
@@ -98,7 +112,9 @@ class Trainer:
             "started_at": _now(),
             **self._identity(),
         }
-        self.run_dir.write_summary(self.summary)
+        if self.dist.is_main:
+            self.run_dir.write_config(self.config)
+            self.run_dir.write_summary(self.summary)
         for callback in self.callbacks:
             callback.on_start(self.run_dir, self.config)
         try:
@@ -108,6 +124,8 @@ class Trainer:
         except BaseException as exc:
             self._fail(exc, started)
             raise
+        finally:
+            self.dist.shutdown()
         return RunResult(self.run_dir.run_id, self.run_dir, self.summary)
 
     # -- setup -------------------------------------------------------------------------------
@@ -124,35 +142,49 @@ class Trainer:
             "rules": rule_values(c),
             "git_commit": git_commit(),
             "environment": environment(),
+            "device": str(self.device),
+            "world_size": self.dist.world_size,
+            "precision": self.precision.describe(),
+            "update_frequency": self.update_frequency,
         }
 
     def _setup(self) -> None:
         c = self.config
         if c.training.get("threads"):
             torch.set_num_threads(int(c.training.threads))
-        seed_everything(int(c.training.seed), bool(c.training.deterministic))
+        # Each rank draws its own dropout masks; DDP gives every rank rank 0's initial weights.
+        seed_everything(int(c.training.seed) + self.dist.rank, bool(c.training.deterministic))
         self.train_set = build_dataset(c, "train")
         self.info = self.train_set.info
         self.eval_sets = {split: build_dataset(c, split) for split in c.evaluation.splits}
+        if "val" not in self.eval_sets:
+            self.eval_sets["val"] = build_dataset(c, "val")
+        self._check_world_fits_data()
         self.model = build_model(c, self.info).to(self.device)
         self.method = registry.get_method(str(c.method))(c, self.info)
         self.method.prepare(self)
-        self.sampler = EpochSampler(len(self.train_set), seed=int(c.training.seed))
-        self.train_loader = build_dataloader(
-            self.train_set, batch_size=int(c.training.batch_size), sampler=self.sampler,
-            num_workers=int(c.training.num_workers),
-        )
+        if bool(c.training.compile):
+            self.model.forward_views = torch.compile(self.model.forward_views)
+        self.train_model = wrap_model(self.model, self.dist, bool(c.training.find_unused_parameters))
+        batch_size = int(c.training.batch_size)
+        pin = _pin_memory(str(c.training.pin_memory), self.device)
+        workers = int(c.training.num_workers)
+        self.batches = EpochBatches(len(self.train_set), batch_size, int(c.training.seed),
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        self.train_loader = build_dataloader(self.train_set, batch_size, batch_sampler=self.batches,
+                                             num_workers=workers, pin_memory=pin)
         self.eval_loaders = {
-            split: build_dataloader(ds, batch_size=int(c.training.batch_size) * 2, shuffle=False)
+            split: build_dataloader(shard_loader(ds, self.dist), batch_size=max(1, 2 * batch_size // self.dist.world_size),
+                                    num_workers=workers, pin_memory=pin)
             for split, ds in self.eval_sets.items()
         }
-        batches_per_epoch = math.ceil(len(self.train_set) / int(c.training.batch_size))
-        self.batches_per_epoch = batches_per_epoch
-        total = batches_per_epoch * int(c.training.max_epochs)
+        self.batches_per_epoch = self.batches.batches_per_epoch()
+        self.updates_per_epoch = math.ceil(self.batches_per_epoch / self.update_frequency)
+        total = self.updates_per_epoch * int(c.training.max_epochs)
         if c.training.get("max_updates"):
             total = min(total, int(c.training.max_updates))
         self.total_updates = total
-        self.eval_interval = int(c.training.evaluation_interval or batches_per_epoch)
+        self.eval_interval = int(c.training.evaluation_interval or self.updates_per_epoch)
         self.optimizer = build_optimizer(self.model, c)
         self.scheduler = build_scheduler(self.optimizer, c, total)
         metric_names = c.evaluation.metrics or self.dataset_cfg.metrics
@@ -163,8 +195,6 @@ class Trainer:
             minimize=bool(c.training.early_stop.minimize),
             patience=int(c.training.early_stop.patience) if c.training.early_stop.enabled else 0,
         )
-        if "val" not in self.eval_loaders:
-            self.eval_loaders["val"] = build_dataloader(build_dataset(c, "val"), int(c.training.batch_size) * 2)
         self.state = _LoopState()
         self.summary.update(
             {
@@ -180,6 +210,20 @@ class Trainer:
         )
         self._maybe_resume()
 
+    def _check_world_fits_data(self) -> None:
+        """Every rank needs a share of every split and of every batch."""
+        world = self.dist.world_size
+        if world == 1:
+            return
+        sizes = {"train": len(self.train_set), **{s: len(ds) for s, ds in self.eval_sets.items()}}
+        small = {s: n for s, n in sizes.items() if n < world}
+        if small or int(self.config.training.batch_size) < world:
+            raise ConfigError(
+                f"A world of {world} ranks is larger than the data: split sizes {sizes}, global batch "
+                f"training.batch_size={int(self.config.training.batch_size)}. Every rank needs at least one "
+                "sample of each split and of each batch; launch fewer processes."
+            )
+
     def _maybe_resume(self) -> None:
         if not self.config.checkpoint.resume:
             return
@@ -192,31 +236,37 @@ class Trainer:
         self.state.train_time_s = state.get("train_time_s", 0.0)
         self.early_stop.load_state_dict(state["early_stop"])
         self.method.load_state_dict(state.get("method") or {})
-        self.run_dir.truncate_metrics(self.state.step)
+        self.precision.load_state_dict(state.get("grad_scaler") or {})
+        if self.dist.is_main:
+            self.run_dir.truncate_metrics(self.state.step)
         self.summary["resumed_from_step"] = self.state.step
 
     # -- loop --------------------------------------------------------------------------------
     def _train(self) -> None:
-        c = self.config
         s = self.state
         with TrainingProgress(self.run_dir.run_id, self.total_updates, enabled=self.show_progress) as bar:
             bar.advance_to(s.step)
+            self.optimizer.zero_grad(set_to_none=True)
             while s.step < self.total_updates and not self.early_stop.should_stop:
-                self.sampler.set_position(s.epoch, s.batch_in_epoch * int(c.training.batch_size))
+                self.batches.set_position(s.epoch, s.batch_in_epoch)
+                update = _Update.start(self.batches.global_batch_sizes(s.epoch), s.batch_in_epoch, self.update_frequency)
                 for batch in self.train_loader:
                     tick = time.time()
-                    terms = self._train_step(batch)
+                    self._micro_step(batch, update)
                     s.train_time_s += time.time() - tick
+                    if not update.complete:
+                        continue
+                    terms = self._apply_update(update)
                     s.step += 1
-                    s.batch_in_epoch += 1
-                    if s.step % int(c.training.log_interval) == 0 or s.step == 1:
-                        self._log({"type": "train", **{k: float(v) for k, v in terms.items()},
-                                   "lr": self.scheduler.get_last_lr()[0], "epoch": s.epoch})
-                    bar.update(s.step, loss=float(terms["loss/total"]))
+                    s.batch_in_epoch += update.size
+                    if s.step % int(self.config.training.log_interval) == 0 or s.step == 1:
+                        self._log({"type": "train", **terms, "lr": self.scheduler.get_last_lr()[0], "epoch": s.epoch})
+                    bar.update(s.step, loss=terms["loss/total"])
                     if s.step % self.eval_interval == 0 or s.step >= self.total_updates:
                         self._evaluate_and_checkpoint(bar)
                     if s.step >= self.total_updates or self.early_stop.should_stop:
                         break
+                    update = update.next()
                 else:
                     s.epoch += 1
                     s.batch_in_epoch = 0
@@ -225,31 +275,55 @@ class Trainer:
                     s.epoch += 1
                     s.batch_in_epoch = 0
 
-    def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One whole update on one batch (benchmarks time exactly what training runs)."""
+        update = _Update([batch_size_of(batch) * self.dist.world_size], 1, 0, 1, batch_size_of(batch) * self.dist.world_size)
+        self._micro_step(batch, update)
+        return self._apply_update(update)
+
+    def _micro_step(self, batch: dict, update: _Update) -> None:
+        """Forward and backward of one (rank-local) batch, scaled so that the update's gradient
+        is the mean over all of its samples, whatever the world size and accumulation."""
         self.model.train()
         batch = to_device(batch, self.device)
-        loss, terms = self.method.training_loss(self.model, batch)
-        if not torch.isfinite(loss):
+        local = batch_size_of(batch)
+        scale = self.dist.world_size * local / update.num_samples
+        last = update.done + 1 == update.size
+        sync = contextlib.nullcontext() if last or not self.dist.enabled else self.train_model.ddp.no_sync()
+        with sync:
+            with self.precision.autocast():
+                loss, terms = self.method.training_loss(self.train_model, batch)
+            self.precision.backward(loss if scale == 1.0 else loss * scale)
+        update.add(terms, local, finite=bool(torch.isfinite(loss)))
+
+    def _apply_update(self, update: _Update) -> dict[str, float]:
+        terms = update.mean_terms()
+        if not self.dist.all_agree(update.finite):
             if self.config.training.fail_on_nan:
                 raise TrainingDivergedError(
-                    f"Loss became {loss.item()} at update {self.state.step + 1} "
-                    f"(terms: { {k: float(v) for k, v in terms.items()} }). Lower optimizer.params.lr "
-                    "or check the inputs; set training.fail_on_nan=false to skip such batches instead."
+                    f"Loss became non-finite at update {self.state.step + 1} (terms: {terms}). Lower "
+                    "optimizer.params.lr or check the inputs; set training.fail_on_nan=false to skip such "
+                    "updates instead."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             return terms
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.unscale(self.optimizer)
         clip = self.config.training.get("clip_grad_norm")
         if clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return terms
+
+    def _score(self, split: str, views: tuple[str, ...]):
+        """Outputs of every rank's shard, gathered in the original sample order."""
+        with self.precision.autocast():
+            return collect_outputs(self.model, self.eval_loaders[split], views, self.device, split, dist=self.dist)
 
     def _evaluate_and_checkpoint(self, bar: TrainingProgress) -> None:
         views = tuple(self.config.evaluation.get("views_during_training") or ("multi",))
-        outputs = collect_outputs(self.model, self.eval_loaders["val"], views, self.device, "val")
+        outputs = self._score("val", views)
         scores = score_outputs(outputs, self.metric_names, self.info)
         value = scores.get(self.early_stop.criteria)
         if value is None:
@@ -258,19 +332,22 @@ class Trainer:
                 f"{sorted(scores)}; fix training.early_stop.criteria."
             )
         improved = self.early_stop.update(value, self.state.step)
-        if improved:
+        if improved and self.dist.is_main:
             ckpt.save_best(self.run_dir, self.model, self.state.step, self.early_stop.criteria, value, self.info)
         self._log({"type": "val", **scores, **self.method.evaluation_log(), "epoch": self.state.epoch,
                    "best_so_far": self.early_stop.best_value})
         bar.update(self.state.step, metric=value)
-        ckpt.save_training_state(
-            self.run_dir, self.model, self.optimizer, self.scheduler,
-            step=self.state.step, epoch=self.state.epoch, batch_in_epoch=self.state.batch_in_epoch,
-            early_stop=self.early_stop.state_dict(), train_time_s=self.state.train_time_s,
-            method=self.method.state_dict(),
-        )
+        if self.dist.is_main:
+            ckpt.save_training_state(
+                self.run_dir, self.model, self.optimizer, self.scheduler,
+                step=self.state.step, epoch=self.state.epoch, batch_in_epoch=self.state.batch_in_epoch,
+                early_stop=self.early_stop.state_dict(), train_time_s=self.state.train_time_s,
+                method=self.method.state_dict(), grad_scaler=self.precision.state_dict(),
+            )
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         record = {"trainer/global_step": self.state.step, **record}
         self.run_dir.append_metrics(record)
         for callback in self.callbacks:
@@ -279,19 +356,20 @@ class Trainer:
     # -- end ---------------------------------------------------------------------------------
     def _finish(self, started: float) -> None:
         c = self.config
+        if str(c.checkpoint.rule) != "best" and self.dist.is_main:
+            ckpt.save_best(self.run_dir, self.model, self.state.step, "last", float("nan"), self.info)
+        self.dist.barrier()  # checkpoint.pt is on disk for every rank
         if str(c.checkpoint.rule) == "best":
             ckpt.load_best_weights(self.run_dir, self.model)
-        else:
-            ckpt.save_best(self.run_dir, self.model, self.state.step, "last", float("nan"), self.info)
         views = tuple(c.evaluation.views)
         metrics: dict[str, float] = {}
         frames = []
-        for split, loader in self.eval_loaders.items():
-            outputs = collect_outputs(self.model, loader, views, self.device, split)
+        for split in self.eval_loaders:
+            outputs = self._score(split, views)
             metrics.update(score_outputs(outputs, self.metric_names, self.info))
             if c.evaluation.predictions:
                 frames.append(predictions_frame(outputs, self.info, int(c.evaluation.get("predictions_max_labels", 64))))
-        if frames:
+        if frames and self.dist.is_main:
             import pandas as pd
 
             self.run_dir.write_predictions(pd.concat(frames, ignore_index=True))
@@ -313,8 +391,9 @@ class Trainer:
                 "wall_time_s": round(time.time() - started, 3),
             }
         )
-        ckpt.remove_training_state(self.run_dir)
-        self.run_dir.write_summary(self.summary)
+        if self.dist.is_main:
+            ckpt.remove_training_state(self.run_dir)
+            self.run_dir.write_summary(self.summary)
         for callback in self.callbacks:
             callback.on_finish(self.summary)
 
@@ -327,11 +406,64 @@ class Trainer:
                 "wall_time_s": round(time.time() - started, 3),
             }
         )
+        if not self.dist.is_main:
+            return
         self.run_dir.path.mkdir(parents=True, exist_ok=True)
         (self.run_dir.file("error.log")).write_text("".join(traceback.format_exception(exc)))
         self.run_dir.write_summary(self.summary)
         for callback in self.callbacks:
             callback.on_finish(self.summary)
+
+
+@dataclass
+class _Update:
+    """The micro-batches of one optimizer update (``training.update_frequency`` of them, fewer
+    at the end of an epoch), with the number of samples they hold across all ranks."""
+
+    sizes: list[int]
+    frequency: int
+    first: int
+    size: int
+    num_samples: int
+    done: int = 0
+    finite: bool = True
+    weighted: dict[str, float] = field(default_factory=dict)
+    last_terms: dict[str, float] = field(default_factory=dict)
+    local_samples: int = 0
+
+    @classmethod
+    def start(cls, global_sizes: list[int], first: int, frequency: int) -> _Update:
+        group = global_sizes[first : first + frequency]
+        return cls(global_sizes, frequency, first, len(group), sum(group))
+
+    def next(self) -> _Update:
+        return _Update.start(self.sizes, self.first + self.size, self.frequency)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.size
+
+    def add(self, terms: dict[str, torch.Tensor], local: int, finite: bool) -> None:
+        self.done += 1
+        self.finite &= finite
+        self.local_samples += local
+        self.last_terms = {name: float(value) for name, value in terms.items()}
+        for name, value in self.last_terms.items():
+            self.weighted[name] = self.weighted.get(name, 0.0) + value * local
+
+    def mean_terms(self) -> dict[str, float]:
+        """This rank's terms, averaged over the update's samples (what one big batch would log)."""
+        if self.done == 1:
+            return self.last_terms
+        return {k: v / max(1, self.local_samples) for k, v in self.weighted.items()}
+
+
+def _pin_memory(setting: str, device: torch.device) -> bool:
+    if setting == "auto":
+        return device.type == "cuda"
+    if setting not in ("true", "false", "True", "False"):
+        raise ConfigError(f"training.pin_memory must be auto, true or false, got {setting!r}.")
+    return setting in ("true", "True")
 
 
 def _failure_status(exc: BaseException) -> str:

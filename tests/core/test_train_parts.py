@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from benchmark.train.early_stop import EarlyStopping
 from benchmark.train.optim import build_optimizer, build_scheduler
-from benchmark.train.sampler import EpochSampler
+from benchmark.train.sampler import EpochBatches
 
 
 def test_early_stopping_tracks_best_and_patience():
@@ -22,14 +22,28 @@ def test_early_stopping_minimize():
     assert es.update(1.0, 2) and es.best_value == 1.0
 
 
-def test_sampler_resume_skips_exactly_the_seen_samples():
-    sampler = EpochSampler(10, seed=3)
+def test_sampler_resume_skips_exactly_the_seen_batches():
+    sampler = EpochBatches(10, batch_size=2, seed=3)
     full = sampler.order(2)
-    sampler.set_position(2, 4)
-    assert list(sampler) == full[4:]
+    sampler.set_position(2, 2)
+    assert [i for batch in sampler for i in batch] == full[4:]
     assert sorted(full) == list(range(10))
     assert sampler.order(2) != sampler.order(3)  # reshuffled each epoch
-    assert EpochSampler(10, seed=3).order(2) == full  # reproducible
+    assert EpochBatches(10, batch_size=2, seed=3).order(2) == full  # reproducible
+
+
+def test_sampler_ranks_share_each_global_batch_exactly():
+    """Two ranks together see every global batch of one process, each sample once; a tail
+    smaller than the world is dropped (and only then)."""
+    single = EpochBatches(11, batch_size=4, seed=5)
+    ranks = [EpochBatches(11, batch_size=4, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert single.global_batch_sizes(0) == [4, 4, 3]
+    for batch, part0, part1 in zip(single, *ranks):
+        assert part0 + part1 == batch and len(part0) >= len(part1)
+    assert [len(b) for b in ranks[1]] == [2, 2, 1]
+    odd = [EpochBatches(9, batch_size=4, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    assert odd[0].global_batch_sizes(0) == [4, 4]  # the 1-sample tail cannot feed 2 ranks
+    assert EpochBatches(9, batch_size=4, seed=5).global_batch_sizes(0) == [4, 4, 1]
 
 
 def test_warmup_linear_schedule_shape():
