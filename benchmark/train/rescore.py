@@ -40,6 +40,7 @@ from benchmark.tracking.run_store import RunDir, RunStore
 from benchmark.train.batching import resolve_device
 from benchmark.train.checkpoint import BEST, load_checkpoint, load_weights_strict
 from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs
+from benchmark.train.precision import build_precision
 from benchmark.train.seeding import seed_everything
 
 EVAL_DIR = "eval"
@@ -295,6 +296,7 @@ def score_checkpoint(
         torch.set_num_threads(int(c.training.threads))
     seed_everything(int(c.training.seed), bool(c.training.deterministic))
     device = resolve_device(str(c.training.device))
+    precision = build_precision(bool(c.training.get("fp16", False)), str(c.training.get("amp_dtype", "float16")), device)
     datasets = {split: build_dataset(c, split) for split in splits}
     payload = load_checkpoint(checkpoint_path)
     state = _model_state(payload, checkpoint_path)
@@ -308,9 +310,11 @@ def score_checkpoint(
     metrics: dict[str, float] = {}
     frames = []
     for split, dataset in datasets.items():
-        # The trainer's evaluation loader (Trainer._setup): same batches, so the same numbers.
+        # The trainer's single-process evaluation (Trainer._setup and _score): the same batches
+        # under the same autocast, so the same numbers.
         loader = build_dataloader(dataset, batch_size=int(c.training.batch_size) * 2, shuffle=False)
-        outputs = collect_outputs(model, loader, tuple(views), device, split)
+        with precision.autocast():
+            outputs = collect_outputs(model, loader, tuple(views), device, split)
         metrics.update(score_outputs(outputs, metric_names, info))
         frames.append(predictions_frame(outputs, info, max_labels))
     step = payload.get("step") if isinstance(payload, Mapping) else None

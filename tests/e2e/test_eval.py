@@ -29,13 +29,17 @@ RUN_FILES = ("summary.json", "metrics.jsonl", "predictions.parquet", "config.yam
 
 @pytest.fixture(scope="module")
 def store(tiny_data, tmp_path_factory):
-    """A teacher and a KD student distilled from it, trained once for the whole module."""
+    """A teacher, a KD student distilled from it and a bfloat16-autocast teacher (its scores
+    differ from fp32 ones, so only the same autocast reproduces them), trained once."""
     root = tmp_path_factory.mktemp("eval_store")
     args = [f"env.data_dir={tiny_data}", f"env.save_dir={root / 'runs'}", f"env.cache_dir={root / 'cache'}",
             "training.max_epochs=1", "training.batch_size=32", "training.threads=1", "dataset=hateful_memes"]
     teacher = run_experiment(build_config([*args, "method=teacher"]), progress=False)
     kd = run_experiment(build_config([*args, "method=kd", f"teacher={teacher.run_id}"]), progress=False)
-    return SimpleNamespace(save_dir=root / "runs", data=tiny_data, teacher=teacher.run_dir, kd=kd.run_dir)
+    bf16 = run_experiment(build_config([*args, "method=teacher", "training.fp16=true", "training.amp_dtype=bfloat16"]),
+                          progress=False)
+    return SimpleNamespace(save_dir=root / "runs", data=tiny_data, teacher=teacher.run_dir, kd=kd.run_dir,
+                           bf16=bf16.run_dir)
 
 
 def _files(run) -> dict[str, bytes]:
@@ -46,7 +50,7 @@ def _tree(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
 
-@pytest.mark.parametrize("role", ["teacher", "kd"])
+@pytest.mark.parametrize("role", ["teacher", "kd", "bf16"])
 def test_eval_reproduces_the_summary_and_the_predictions(store, role):
     run = getattr(store, role)
     before = _files(run)
@@ -69,7 +73,7 @@ def test_eval_reproduces_the_summary_and_the_predictions(store, role):
 
 
 def test_a_view_subset_on_one_split_by_id_prefix(store):
-    prefix = store.teacher.run_id[: len("hateful_memes-teacher-") + 4]
+    prefix = store.teacher.run_id[: len("hateful_memes-teacher-") + 6]
     result = CliRunner().invoke(app, ["eval", prefix, "split=test", "views=image,text",
                                       "--save-dir", str(store.save_dir)])
     assert result.exit_code == 0, result.output
