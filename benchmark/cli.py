@@ -92,7 +92,7 @@ def eval_run(
         console.print(f"max |diff| against summary.json over {c.compared} metrics: {c.max_abs_diff:.2e}")
     else:
         console.print("not compared with summary.json: other data, checkpoint or model keys than the run's own")
-    console.print(f"wrote {result.path}/{{metrics.json,predictions.parquet}}")
+    console.print(f"wrote {result.path}/{{metrics.json,predictions.parquet}}", soft_wrap=True, highlight=False)
 
 
 @config_app.command("show", context_settings=_MMF_ARGS)
