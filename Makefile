@@ -3,8 +3,9 @@
 
 SHELL := /bin/bash
 PYTHON_VERSION ?= 3.11
-# CPU torch where there is no GPU. On this project's machines torch==2.13.0 resolves to a
-# local CPU wheel; elsewhere set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu for CPU.
+# CPU torch where there is no GPU. On machines where torch==2.13.0 resolves to a local CPU
+# wheel nothing needs setting; elsewhere set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# for CPU.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 SCALE ?= default

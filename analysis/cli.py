@@ -39,7 +39,7 @@ def _env_default(key: str) -> str:
 
 
 def expected_seeds(grid: Path | None, scale: str, override: int | None) -> int:
-    """Seeds per cell: ``--expected-seeds``, else the grid's seed axis, else 3 (PROTOCOL.md §7)."""
+    """Seeds per cell: ``--expected-seeds``, else the grid's seed axis, else 3 (docs/protocol.md §8.1)."""
     if override:
         return override
     if grid is not None and Path(grid).is_file():

@@ -1,4 +1,4 @@
-"""The paper's Figure 1 and the saliency figures (PROTOCOL.md §8), PNG and PDF.
+"""The paper's Figure 1 and the saliency figures (docs/protocol.md §9.7), PNG and PDF.
 
 Each builder returns a figure or a reason why it cannot be drawn (no runs of the kind it
 needs); the caller writes ``results/figures/<name>.{png,pdf}`` and the report lists what is

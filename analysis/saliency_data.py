@@ -4,7 +4,7 @@ Where the scores come from, in order of preference:
 
 1. the **teacher cache** (``<cache>/<split>.saliency.npy``, every registered definition,
    computed once from the frozen teacher when its students were trained). It covers the
-   train split, over which dataset-level saliency is defined (PROTOCOL.md §5), and val/test.
+   train split, over which dataset-level saliency is defined (docs/protocol.md §5.2), and val/test.
    The cache is found through the students' ``method_details.teacher_cache`` or by scanning
    ``<cache_dir>/teacher/*/meta.json`` for the teacher's run id.
 2. the teacher's **predictions.parquet** (val/test only): the logits of the three views are

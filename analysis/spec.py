@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from functools import cache
 
 PAPER_DATASETS: tuple[str, ...] = ("hateful_memes", "mmimdb", "visual_entailment", "vqa2")
-"""The four datasets of the paper (PROTOCOL.md §2), in Table 2's column order."""
+"""The four datasets of the paper (docs/protocol.md §2.1), in Table 2's column order."""
 
 ALL_DATASETS: tuple[str, ...] = (*PAPER_DATASETS, "easy_vqa")
-"""Table 2's columns: the paper's datasets plus the real easy-VQA case (§9)."""
+"""Table 2's columns: the paper's datasets plus the real easy-VQA case (§10.2)."""
 
 DATASET_TITLES: dict[str, str] = {
     "hateful_memes": "Hateful Memes",
@@ -33,14 +33,14 @@ METRIC_TITLES: dict[str, str] = {
 }
 
 EXTRA_TABLE2_METRICS: dict[str, tuple[str, ...]] = {"mmimdb": ("multilabel_macro_f1",)}
-"""Columns besides the headline metric: the paper shows MM-IMDB micro *and* macro F1 (§8)."""
+"""Columns besides the headline metric: the paper shows MM-IMDB micro *and* macro F1 (§9.3)."""
 
 TABLE_SPLIT = "test"
 """Tables report the test split; the best MSD variant is chosen on validation (never on test)."""
 SELECTION_SPLIT = "val"
 
 DEFAULT_EXPECTED_SEEDS = 3
-"""Seeds per cell when no grid file says otherwise (PROTOCOL.md §7: seeds 0, 1, 2)."""
+"""Seeds per cell when no grid file says otherwise (docs/protocol.md §8.1: seeds 0, 1, 2)."""
 
 SALIENCY_DEFINITIONS: tuple[str, ...] = ("divergence", "loss", "shapley")
 TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0)

@@ -1,7 +1,7 @@
 """Statistics of the tables: mean ± std, 95 % t-intervals, paired bootstrap, paired t-test.
 
 The question every MSD row asks is "is this MSD variant better than KD?". Two tests answer
-it from different angles, and both are reported (PROTOCOL.md §7):
+it from different angles, and both are reported (docs/protocol.md §9.6):
 
 * **Paired bootstrap over test samples** (:func:`paired_bootstrap`), the † in Table 2. Each
   of the ``B = 1000`` resamples draws ``N`` test samples with replacement; the *same* draw is

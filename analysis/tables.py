@@ -1,4 +1,4 @@
-"""Table 2, the saliency table and the ablation table (PROTOCOL.md §8), from the run store.
+"""Table 2, the saliency table and the ablation table (docs/protocol.md §9.3-9.5), from the run store.
 
 Every cell is recomputed from the runs' ``summary.json`` (per-seed values) and, for the
 significance tests, their ``predictions.parquet``. A cell without runs is shown as missing
@@ -161,7 +161,7 @@ def build_ablations(ctx: Context) -> Table:
     add_block("Distillation temperature τ", {d: kd_rows + msd_rows for d in datasets},
               [r.label for r in kd_rows + msd_rows], {d: kd_ref for d in datasets})
 
-    # The [rule] of PROTOCOL.md §4 averages the per-class Bernoulli KL over classes while the
+    # The [rule] of docs/protocol.md §4.3 averages the per-class Bernoulli KL over classes while the
     # label loss sums over them; `sum` puts D on the label loss's scale (docs/assumptions.md 5b).
     multi_label = tuple(d for d in datasets if d in spec.MULTI_LABEL_DATASETS)
     if multi_label:
@@ -237,7 +237,7 @@ def build_saliency(ctx: Context) -> Table:
             for view, c in zip(("multi", "image", "text"), cells):
                 records.append({"part": "views", "view": view, **c.record()})
     footnotes.append("Saliency: s_m = how much the teacher's prediction changes when modality m is removed "
-                     "(PROTOCOL.md §5), averaged per teacher then over teachers (seeds); train split from the "
+                     "(docs/protocol.md §5.1), averaged per teacher then over teachers (seeds); train split from the "
                      "teacher cache when it exists, else recomputed from the teacher's test predictions. "
                      "Spearman ρ: estimated (s_image − s_text) vs the generator's ground truth "
                      "(image_reliance − text_reliance); — on real data, which has none.")

@@ -8,4 +8,4 @@ or MMF.
 __version__ = "0.1.0"
 
 VIEWS: tuple[str, ...] = ("multi", "image", "text")
-"""The three views of a sample (PROTOCOL.md §3): full input, image only, text only."""
+"""The three views of a sample (docs/protocol.md §3.1): full input, image only, text only."""

@@ -1,4 +1,4 @@
-"""The config keys that hold this suite's reconstructed [rule]s (PROTOCOL.md).
+"""The config keys that hold this suite's reconstructed [rule]s (docs/assumptions.md).
 
 Every run's summary reports their values, and a test checks that each one is documented in
 ``docs/assumptions.md`` and exists in the default config, so a user who has the paper can

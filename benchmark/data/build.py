@@ -1,6 +1,6 @@
 """Datasets and loaders from a resolved run config, including the held-out meta split.
 
-The meta split (PROTOCOL.md §6) is a fixed-seed fraction of the train annotation file, so
+The meta split (docs/protocol.md §2.3) is a fixed-seed fraction of the train annotation file, so
 every run, method and seed holds out the same samples and the official dev split stays
 untouched. With ``hold_out: all`` every method trains without those samples, which keeps
 the training data identical across the compared methods.

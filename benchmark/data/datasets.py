@@ -1,7 +1,7 @@
 """The registered datasets: how each MMF record format names its text, image and label.
 
 Field names follow MMF's dataset builders (``mmf/datasets/builders/<name>/dataset.py``), so
-an MMF data directory reads unchanged; see /work/shared/MMF_FORMATS.md for the formats.
+an MMF data directory reads unchanged; see docs/mmf_formats.md §4 for the formats.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The teacher-output cache (ARCHITECTURE.md contract).
+"""The teacher-output cache (docs/architecture.md §4.6).
 
 After a teacher is trained, its logits on all three views and its per-sample saliency (every
 registered definition) are computed once per split and shared by every student run, so a

@@ -1,4 +1,4 @@
-"""KD and MSD students (PROTOCOL.md §4, §6): methods that read a teacher.
+"""KD and MSD students (docs/protocol.md §4.4, §6): methods that read a teacher.
 
 The teacher's logits for all three views and its per-sample saliency come from the shared
 teacher cache (``distill.teacher_source=cache``, the default) or from the live teacher
@@ -44,7 +44,7 @@ class DistillMethod(Method):
         self.source = str(config.distill.teacher_source)
         if self.source not in ("cache", "live"):
             raise ConfigError(f"distill.teacher_source must be 'cache' or 'live', got {self.source!r}")
-        # [rule] mean over classes (PROTOCOL §4); 'sum' puts D on the label loss's per-class-sum scale.
+        # [rule] mean over classes (docs/protocol.md §4.3); 'sum' puts D on the label loss's per-class-sum scale.
         reduction = str(config.distill.get("class_reduction", "mean"))
         if reduction not in ("mean", "sum"):
             raise ConfigError(f"distill.class_reduction must be 'mean' or 'sum', got {reduction!r}")

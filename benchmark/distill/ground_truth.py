@@ -4,7 +4,7 @@ The synthetic generators write, in a side file never read by training, which evi
 decides each sample (``image_reliance``, ``text_reliance`` per annotation ``file`` and
 ``index``). Joined with the teacher cache's per-sample saliency, the Spearman correlation of
 ``s_image - s_text`` with ``image_reliance - text_reliance`` measures the saliency estimator
-(PROTOCOL.md §9). Real datasets have no side file, and get no correlation.
+(docs/protocol.md §5.4, §10.1). Real datasets have no side file, and get no correlation.
 """
 
 from __future__ import annotations

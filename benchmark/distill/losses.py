@@ -1,4 +1,4 @@
-"""Label losses, teacher-student divergences and the training objectives (PROTOCOL.md §4).
+"""Label losses, teacher-student divergences and the training objectives (docs/protocol.md §4).
 
 Everything here is a pure function of tensors. Per-sample values (shape ``[B]``) are the
 currency: MSD weights each sample's auxiliary terms separately (§4, §6), so every loss and

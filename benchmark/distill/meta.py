@@ -1,4 +1,4 @@
-"""Meta-learned auxiliary weights (PROTOCOL.md §6, Learning-to-Reweight / Meta-Weight-Net).
+"""Meta-learned auxiliary weights (docs/protocol.md §6.2, Learning-to-Reweight / Meta-Weight-Net).
 
 One meta step, given the student's training loss ``L(θ, φ)`` as a function of the weights
 produced by ``g_φ``:

@@ -1,4 +1,4 @@
-"""Per-sample modality saliency and its summaries (PROTOCOL.md §5, §8).
+"""Per-sample modality saliency and its summaries (docs/protocol.md §5, §9.4).
 
 A saliency definition is a registered function
 ``fn(logits: Mapping[view, Tensor[B, C]], targets: Tensor, task: str, **kwargs) -> {"image": [B], "text": [B]}``
@@ -167,7 +167,7 @@ def dataset_saliency(per_sample: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 def image_dominant_share(per_sample: Mapping[str, Tensor]) -> float:
-    """Share of samples where the image is strictly more salient than the text (saliency table, §8).
+    """Share of samples where the image is strictly more salient than the text (saliency table, §9.4).
 
     Ties (e.g. both 0 under the clipped ``loss`` definition) count as not image-dominant.
     """
@@ -179,7 +179,7 @@ def spearman_with_ground_truth(
     est_image_minus_text: Tensor | Sequence[float] | np.ndarray,
     true_image_minus_text: Tensor | Sequence[float] | np.ndarray,
 ) -> float:
-    """Spearman rank correlation between estimated and true per-sample image-vs-text reliance (§9).
+    """Spearman rank correlation between estimated and true per-sample image-vs-text reliance (§5.4).
 
     Ranks use average ranks for ties (the ground truth is coarse: image / text / combination).
     NaN when either input is constant, where the correlation is undefined.

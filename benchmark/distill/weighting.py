@@ -1,4 +1,4 @@
-"""Weighting schemes for MSD's auxiliary terms (PROTOCOL.md §6), registered by name.
+"""Weighting schemes for MSD's auxiliary terms (docs/protocol.md §6), registered by name.
 
 A scheme turns per-sample teacher saliency (and, for ``learned``, the auxiliary losses) into
 ``w_image(x)`` and ``w_text(x)``. Fixed schemes are pure functions; ``learned`` owns a small

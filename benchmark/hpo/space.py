@@ -93,7 +93,7 @@ class Param:
         return f"{self.key} {self.kind} {body}{cond}"
 
 
-# The default space of every key the paper's methods search (PROTOCOL.md §4, §6) and the
+# The default space of every key the paper's methods search (docs/protocol.md §4.4, §6) and the
 # methods each key matters to. Ranges are wide enough for the embedded data and the paper's
 # usual settings (tau up to 8, alpha over (0, 1)); search files narrow or widen them.
 KNOWN: dict[str, Param] = {

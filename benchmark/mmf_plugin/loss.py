@@ -20,7 +20,7 @@ from benchmark.mmf_plugin.objective import MSDKDObjective
 
 @registry.register_loss("msd_kd")
 class MSDKDLoss(nn.Module):
-    """``(1-α)ℓ + α D_τ(T, S)`` plus the weighted image-only and text-only terms (PROTOCOL.md §4, §6).
+    """``(1-α)ℓ + α D_τ(T, S)`` plus the weighted image-only and text-only terms (docs/protocol.md §4.4, §6).
 
     ``weighting`` names a scheme of :mod:`benchmark.distill.weighting` (``none`` = plain KD,
     ``uniform``, ``population``, ``instance``, ``only_image``, ``only_text``); ``learned`` is

@@ -1,4 +1,4 @@
-"""The view rule for MMF inputs: a ``SampleList`` with one modality removed (PROTOCOL.md §3).
+"""The view rule for MMF inputs: a ``SampleList`` with one modality removed (docs/protocol.md §3.5).
 
 Why a rule of its own: the suite's models remove a modality *inside* the model (``drop``
 builds the sequence without its tokens), but an arbitrary registered MMF model only accepts a

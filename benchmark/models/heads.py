@@ -1,7 +1,7 @@
 """Classifier heads: joint vector -> ``info.num_labels`` logits.
 
 Registered by name (registry kind ``head``; config ``head.type``). The head never applies
-softmax/sigmoid: losses and distillation divergences work on logits (PROTOCOL.md §4).
+softmax/sigmoid: losses and distillation divergences work on logits (docs/protocol.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The view rule (PROTOCOL.md §3): how a model sees a sample with one modality removed.
+"""The view rule (docs/protocol.md §3): how a model sees a sample with one modality removed.
 
 Three removal modes exist (config ``views.removal``, copied to ``model_config.<m>.removal``):
 

@@ -1,4 +1,4 @@
-"""The local run store (ARCHITECTURE.md contract): one directory per run.
+"""The local run store (docs/architecture.md §4.5): one directory per run.
 
 ``<save_dir>/<run_id>/`` holds ``config.yaml``, ``summary.json``, ``metrics.jsonl``,
 ``predictions.parquet``, ``checkpoint.pt`` (best weights) and, while the run is going,

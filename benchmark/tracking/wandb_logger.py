@@ -1,7 +1,7 @@
 """Weights & Biases tracking as a :class:`~benchmark.train.trainer.RunCallback`.
 
 Why a callback and offline by default: the local run store is the record of truth and is
-always written; W&B mirrors it (ARCHITECTURE.md "Tracking" contract) without needing an
+always written; W&B mirrors it (docs/architecture.md §5) without needing an
 account. Offline runs land in ``<tracking.wandb.dir>/wandb/offline-run-*`` and are uploaded
 later with ``msd wandb sync`` (or ``wandb sync results/wandb/offline-run-*``).
 

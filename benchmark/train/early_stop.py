@@ -1,4 +1,4 @@
-"""Early stopping on the headline validation metric (PROTOCOL.md §7: best, not last)."""
+"""Early stopping on the headline validation metric (docs/protocol.md §7.2: best, not last)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics with MMF's names and MMF's definitions (PROTOCOL.md §2).
+"""Evaluation metrics with MMF's names and MMF's definitions (docs/protocol.md §9.1).
 
 Each metric is a pure function ``fn(logits [N, C], targets, task) -> float`` registered with
 ``@registry.register_metric(name)``. The definitions follow ``mmf/modules/metrics.py`` so that
@@ -53,7 +53,7 @@ HEADLINE: dict[str, str] = {
     "visual_entailment": "accuracy",
     "vqa2": "vqa_accuracy",
 }
-"""Headline (early-stopping, Table 2) metric per MMF dataset name (PROTOCOL.md §2)."""
+"""Headline (early-stopping, Table 2) metric per MMF dataset name (docs/protocol.md §2.1)."""
 
 DATASET_METRICS: dict[str, tuple[str, ...]] = {
     "hateful_memes": ("roc_auc", "accuracy", "binary_f1"),
@@ -61,7 +61,7 @@ DATASET_METRICS: dict[str, tuple[str, ...]] = {
     "visual_entailment": ("accuracy",),
     "vqa2": ("vqa_accuracy",),
 }
-"""Metrics MMF's project configs report per dataset, headline first (MMF_FORMATS.md §5)."""
+"""Metrics MMF's project configs report per dataset, headline first (docs/mmf_formats.md §9)."""
 
 METRIC_DIRECTION: dict[str, str] = {
     "accuracy": "max",
@@ -233,7 +233,7 @@ def vqa_accuracy(logits: Tensor, targets: Tensor, task: str) -> float:
 
 # -- naming and directions -----------------------------------------------------------------------
 def metric_key(prefix: str, name: str, view: str = "multi") -> str:
-    """MMF's log key ``<split>/<dataset>/<metric>``, with ``@<view>`` for non-multi views (§2)."""
+    """MMF's log key ``<split>/<dataset>/<metric>``, with ``@<view>`` for non-multi views (§9.2)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     key = f"{prefix.rstrip('/')}/{name}"
@@ -272,7 +272,7 @@ def metric_direction(name: str) -> str:
 
 
 def headline_metric(dataset: str) -> str:
-    """The headline metric of an MMF dataset name (PROTOCOL.md §2)."""
+    """The headline metric of an MMF dataset name (docs/protocol.md §2.1)."""
     if dataset not in HEADLINE:
         raise ConfigError(
             f"No headline metric known for dataset {dataset!r} (known: {', '.join(sorted(HEADLINE))}). "

@@ -1,5 +1,5 @@
 """The report in a real headless Chromium: it loads without console errors, every image
-renders, and a screenshot is written (LOCAL_SERVICES.md recipe: Debian's chromium driven by
+renders, and a screenshot is written (Debian's chromium driven by
 Playwright from PyPI, no browser download)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The meta step (PROTOCOL.md §6) on a toy problem where the right weights are known."""
+"""The meta step (docs/protocol.md §6.2) on a toy problem where the right weights are known."""
 
 import torch
 from omegaconf import OmegaConf

@@ -1,4 +1,4 @@
-"""Weighting schemes against hand-computed values (PROTOCOL.md §6)."""
+"""Weighting schemes against hand-computed values (docs/protocol.md §6.1)."""
 
 import math
 

@@ -92,7 +92,7 @@ def quiet() -> list[str]:
     return []
 
 
-# -- a throwaway PostgreSQL server (docs: /work/shared/LOCAL_SERVICES.md) ----------------------
+# -- a throwaway PostgreSQL server (Debian's postgresql, run as the postgres user) -------------
 def _pg_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None

@@ -1,4 +1,4 @@
-"""Label losses, divergences and objectives (PROTOCOL.md §4): hand values and properties."""
+"""Label losses, divergences and objectives (docs/protocol.md §4): hand values and properties."""
 
 from __future__ import annotations
 

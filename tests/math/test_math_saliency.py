@@ -1,4 +1,4 @@
-"""Saliency definitions and summaries (PROTOCOL.md §5): hand values and properties."""
+"""Saliency definitions and summaries (docs/protocol.md §5): hand values and properties."""
 
 from __future__ import annotations
 

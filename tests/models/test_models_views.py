@@ -1,4 +1,4 @@
-"""The view rule (PROTOCOL.md §3) for every family, removal mode and image modality."""
+"""The view rule (docs/protocol.md §3) for every family, removal mode and image modality."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A real single-node Slurm for the `slurm`-marked tests (Debian slurm-wlm + munge), as in
-# LOCAL_SERVICES.md. Nothing here survives a reboot or touches /etc/slurm: the config lives
+# A real single-node Slurm for the `slurm`-marked tests (Debian slurm-wlm + munge, installed
+# here when missing). Nothing here survives a reboot or touches /etc/slurm: the config lives
 # in $MSD_SLURM_DIR (default /run/msd-slurm) and clients find it through SLURM_CONF.
 #
 #   tests/services/slurm.sh start    # install if missing, start munged/slurmctld/slurmd, wait for the node

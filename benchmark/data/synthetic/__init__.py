@@ -1,4 +1,4 @@
-"""Generators of the embedded default data (PROTOCOL.md §9), registered as kind ``generator``.
+"""Generators of the embedded default data (docs/protocol.md §10), registered as kind ``generator``.
 
 Importing this package registers every generator, which is how the registry discovers
 them: ``registry.get_generator("hateful_memes")``. Use :func:`benchmark.data.make.make_dataset`

@@ -1,7 +1,7 @@
 """Synthetic VQA v2 in MMF's exact layout: answers from question type plus image content.
 
 Files (``<data_dir>/datasets/``): ``vqa2/defaults/annotations/imdb_{train2014,val2014,
-test2015}.npy`` (object arrays, element 0 a header, records as MMF_FORMATS.md §4; test2015
+test2015}.npy`` (object arrays, element 0 a header, records as docs/mmf_formats.md §4; test2015
 has no answers, as in MMF); ``coco/defaults/features/{trainval2014,test2015}.lmdb`` keyed by
 ``str(image_id)`` (MMF's reader derives it from ``COCO_train2014_000000458752``);
 ``vqa2/defaults/extras/vocabs/{answers_vqa.txt,vocabulary_100k.txt}``;

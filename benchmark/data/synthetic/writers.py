@@ -1,4 +1,4 @@
-"""Writers for MMF's on-disk formats (see /work/shared/MMF_FORMATS.md).
+"""Writers for MMF's on-disk formats (docs/mmf_formats.md).
 
 Everything the synthetic generators and the easy-VQA converter put on disk goes through
 this module, so that the formats are defined once:
