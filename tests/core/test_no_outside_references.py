@@ -3,10 +3,12 @@
 The design notes the code once cited lived in a folder of one development machine, outside
 the repository, so a user could not read the protocol the code implements. The project's own
 ``docs/protocol.md``, ``docs/architecture.md`` and ``docs/mmf_formats.md`` replaced them. These
-tests keep it that way: no tracked file may contain a relative path into a sibling ``shared``
-folder, an absolute path under ``/work`` or ``/home``, or a citation of one of those notes by
-name (or of any other upper-case ``NAME.md`` that is not in the repository); and every
-numbered section cited in one of the project's design docs must exist.
+tests keep it that way: no tracked file may contain a relative path into a ``shared`` folder
+next to the checkout, an absolute path under the ``work`` or ``home`` top-level folders, or a
+citation of one of those notes by name (or of any other upper-case Markdown file name that is
+not in the repository); and every numbered section cited in one of the project's design docs must
+exist. This file builds its planted examples from pieces, so that a plain ``git grep`` for
+such references does not find them here.
 
 Generated outputs under ``results/`` are not scanned. They are written by ``msd analyze``
 (``analysis/``) from the run store, which is not in git, so a reference fixed in their
@@ -32,15 +34,16 @@ GENERATED_PREFIXES = ("results/",)
 """Outputs rebuilt from scanned sources and a run store that is not in git (module docstring)."""
 
 # The notes' names, without their suffix, so that this file does not cite them itself.
+MD, UP, WORK, HOME = ".md", "..", "/wo" + "rk/", "/ho" + "me/"
 OUTSIDE_NOTES = ("PROTOCOL", "ARCHITECTURE", "MMF_FORMATS", "LOCAL_SERVICES", "MMF_ON_A_CURRENT_STACK")
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
-    # "../shared/..." (also "..\shared"): a folder next to the checkout.
+    # Two dots, a slash (or backslash) and "shared": a folder next to the checkout.
     "relative path to a shared folder outside the repository": re.compile(r"\.\.[/\\]+shared\b"),
-    # "/work/..." or "/home/..." as a path of its own (also inside "file:///home/..."), not the
-    # tail of a word or variable ("$HOME/work/x", "https://host/org/home/x" are not such paths).
+    # A path starting at the top-level "work" or "home" folder (also after "file://"), not the
+    # tail of a word or variable ("$HOME" + WORK + "x" or a URL path with "home" are not such paths).
     "absolute path of a development machine": re.compile(r"(?<![\w.~$%-])/(?:work|home)/(?=[\w.~-])"),
-    # "NAME.md" or "NAME §4" for one of the notes.
+    # A note's name with its Markdown suffix, or followed by a section sign ("NAME §4").
     "citation of a design note outside the repository": re.compile(
         r"(?<![\w-])(?:" + "|".join(OUTSIDE_NOTES) + r")(?:\.md\b|\s*§)"
     ),
@@ -60,8 +63,8 @@ _HEADING_NUMBER = re.compile(r"^#{2,6}\s+(\d+(?:\.\d+)*)\.?\s", re.MULTILINE)
 def outside_references(text: str, known_names: frozenset[str]) -> list[tuple[int, str, str]]:
     """``(line, what, matched text)`` for each reference in ``text`` to a file outside the repository.
 
-    ``known_names`` are the base names of the repository's files: an upper-case ``NAME.md``
-    among them (``README.md``) is a legitimate citation.
+    ``known_names`` are the base names of the repository's files: an upper-case Markdown file
+    name among them (``README.md``) is a legitimate citation.
     """
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -115,16 +118,16 @@ KNOWN = frozenset({"README.md", "protocol.md"})
 @pytest.mark.parametrize(
     "planted",
     [
-        "see ../shared/" + NOTE + ".md for the formats",
-        "# docs: ..\\shared\\notes.txt",
-        "an MMF directory; see /work/shared/notes.md",
-        "default: /home/alice/mmf/data",
-        '"path": "file:///home/alice/runs"',
-        "(" + NOTE + ".md §5)",
+        "see " + UP + "/shared/" + NOTE + MD + " for the formats",
+        "# docs: " + UP + "\\shared\\notes.txt",
+        "an MMF directory; see " + WORK + "shared/notes" + MD,
+        "default: " + HOME + "alice/mmf/data",
+        '"path": "file://' + HOME + 'alice/runs"',
+        "(" + NOTE + MD + " §5)",
         "mean over classes (" + NOTE + " §4)",
-        "the contract of " + OUTSIDE_NOTES[1] + ".md",
-        "as in `" + OUTSIDE_NOTES[-1] + ".md`:",
-        "details in DESIGN_NOTES.md",
+        "the contract of " + OUTSIDE_NOTES[1] + MD,
+        "as in `" + OUTSIDE_NOTES[-1] + MD + "`:",
+        "details in DESIGN_NOTES" + MD,
     ],
 )
 def test_planted_outside_references_are_found(planted):
@@ -141,8 +144,8 @@ def test_planted_outside_references_are_found(planted):
         "PICKLE_PROTOCOL = 3  # the pickle protocol np.save uses",
         "journal:/shared/hpo/<study>.log on a shared file system",
         "~/.cache/msd-benchmark/data",
-        "$HOME/work/mmf and %USERPROFILE%/home/x",
-        "https://github.com/facebookresearch/mmf/blob/main/home/x.py",
+        "$HOME" + WORK + "mmf and %USERPROFILE%" + HOME + "x",
+        "https://github.com/facebookresearch/mmf/blob/main" + HOME + "x.py",
         "the README.md of the project",
         "import benchmark.shared_helpers",
         "a homepage at /homepage",
