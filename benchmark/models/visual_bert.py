@@ -1,7 +1,8 @@
 """VisualBERT-style single-stream model: one BERT over text tokens ++ image tokens.
 
-Built from ``transformers``' ``BertConfig``/``BertModel`` (random init), or from local
-weights (``bert_model_name``/``pretrained_path``; ``minilm`` names the packaged MiniLM).
+Built from ``transformers``' ``BertConfig``/``BertModel`` (random init), or from pretrained
+weights (``bert_model_name``/``pretrained_path``: a Hugging Face name such as
+``bert-base-uncased``, a directory, or ``minilm`` for the packaged MiniLM).
 Text tokens are embedded as in BERT; each region becomes a token (projected feature +
 projected box + token type 1, VisualBERT's visual embedding); pixel datasets are cut into
 patches by a strided conv. The ``[CLS]`` state goes through BERT's pooler and the head.
@@ -58,13 +59,15 @@ BERT_CONFIG_KEYS = (
 
 
 def build_bert(config: DictConfig, info: DatasetInfo, key: str) -> nn.Module:
-    """A ``BertModel``: local pretrained weights when configured, else random from config."""
+    """A ``BertModel``: pretrained weights when configured, else random from config."""
     from transformers import BertConfig, BertModel
 
     source = config.get("pretrained_path") or config.get("bert_model_name")
     if source:
         bert = load_bert(
-            source, f"{key}.{'pretrained_path' if config.get('pretrained_path') else 'bert_model_name'}"
+            source,
+            f"{key}.{'pretrained_path' if config.get('pretrained_path') else 'bert_model_name'}",
+            info.vocab_size,
         )
         if config.get("embedding_size"):
             raise ConfigError(
