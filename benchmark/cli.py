@@ -106,6 +106,20 @@ def config_show(ctx: typer.Context) -> None:
     console.print(f"# run_id: {compute_run_id(config)}")
 
 
+def _cache_args(args: list[str]) -> list[str]:
+    """``msd cache`` arguments with ``dataset=`` taken from the teacher's summary when not given."""
+    if not any(a.startswith("dataset=") for a in args):
+        from benchmark.config.loader import build_config
+        from benchmark.tracking.run_store import RunStore
+
+        ref = next((a.split("=", 1)[1] for a in args if a.startswith("teacher=")), None)
+        if ref:
+            probe = build_config([a for a in args if a.startswith("env.")])
+            summary = RunStore(probe.env.save_dir).find(ref).read_summary() or {}
+            args = [*args, f"dataset={summary.get('dataset')}"]
+    return args
+
+
 @cache_app.command("build", context_settings=_MMF_ARGS)
 def cache_build(
     ctx: typer.Context,
@@ -118,16 +132,7 @@ def cache_build(
     from benchmark.distill.teacher import load_teacher
     from benchmark.train.batching import resolve_device
 
-    args = list(ctx.args)
-    if not any(a.startswith("dataset=") for a in args):
-        from benchmark.tracking.run_store import RunStore
-
-        ref = next((a.split("=", 1)[1] for a in args if a.startswith("teacher=")), None)
-        if ref:
-            probe = build_config([a for a in args if a.startswith("env.")])
-            summary = RunStore(probe.env.save_dir).find(ref).read_summary() or {}
-            args.append(f"dataset={summary.get('dataset')}")
-    config = build_config([*args, "method=kd"])
+    config = build_config([*_cache_args(list(ctx.args)), "method=kd"])
     device = resolve_device(str(config.training.device))
     info = build_dataset(full_split_config(config), "val").info
     teacher = load_teacher(config, info, device)
@@ -136,6 +141,51 @@ def cache_build(
     console.print(f"teacher cache: {cache.path}")
     for split, shape in cache.meta["shapes"].items():
         console.print(f"  {split}: logits {shape['logits']} saliency {shape['saliency']}")
+
+
+@cache_app.command("verify", context_settings=_MMF_ARGS)
+def cache_verify(
+    ctx: typer.Context,
+    path: Path | None = typer.Option(None, help="A cache directory (default: the cache of teacher=… on its dataset)."),
+) -> None:
+    """Check every chunk of a teacher cache against its checksums: msd cache verify teacher=<run> [dataset=…]"""
+    import json
+    import time
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from benchmark.distill.cache import StaleCacheError, cache_key, cache_root, open_cache, rebuild_command
+    from benchmark.errors import DataError
+
+    if path is None:
+        from benchmark.config.loader import build_config
+        from benchmark.distill.teacher import LoadedTeacher, resolve_teacher_run
+
+        config = build_config([*_cache_args(list(ctx.args)), "method=kd"])
+        run = resolve_teacher_run(config)
+        key, _ = cache_key(config, LoadedTeacher(run=run, config=run.read_config(), model=None, summary={}))
+        path = cache_root(config) / key
+        if not (path / "meta.json").exists():
+            raise DataError(f"No teacher cache for teacher {run.run_id} on {config.dataset} (looked in {path}); "
+                            f"build it with `msd cache build teacher={run.run_id} dataset={config.dataset}`.")
+    elif not (path / "meta.json").exists():
+        raise DataError(f"{path} is not a teacher cache (no meta.json).")
+    meta = json.loads((path / "meta.json").read_text())
+    try:
+        cache = open_cache(path, str(meta.get("key")), verify="lazy")
+        tick = time.perf_counter()
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=err_console, transient=True) as progress:
+            task = progress.add_task(f"verifying {path.name}", total=cache.nbytes)
+            cache.verify_all(on_bytes=lambda n: progress.advance(task, n))
+        seconds = time.perf_counter() - tick
+    except StaleCacheError as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise DataError(f"Teacher cache {path} cannot be used ({exc}). Rebuild it: `{rebuild_command(meta)}`.") from exc
+    chunks = sum(array.n_chunks for _, array in cache.chunks())
+    console.print(f"teacher cache {path}: {chunks} chunks, {cache.nbytes / 1e9:.2f} GB, every checksum matches "
+                  f"({seconds:.1f} s, {cache.nbytes / 1e9 / max(seconds, 1e-9):.2f} GB/s)")
 
 
 @data_app.command("make")

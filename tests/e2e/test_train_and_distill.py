@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.distill.cache_store import HASHES
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.train.trainer import TrainingDivergedError, run_experiment
 
@@ -121,6 +122,13 @@ def test_tampered_cache_values_fail_the_spot_check(teacher, make_config, tmp_pat
     arr[:] = 7.0
     arr.flush()
     del arr
+    # re-sign the tampered file so the checksums pass and only the live teacher can tell
+    meta = json.loads((cache_dir / "meta.json").read_text())
+    spec = meta["arrays"]["train"]["logits"]
+    data = (cache_dir / spec["file"]).read_bytes()[spec["offset"]:]
+    step = spec["chunk_rows"] * len(data) // spec["shape"][0]
+    spec["checksums"] = [HASHES[spec["hash"]](data[i:i + step]) for i in range(0, len(data), step)]
+    (cache_dir / "meta.json").write_text(json.dumps(meta))
     run_experiment(make_config(DS, "method=kd", f"teacher={teacher.run_id}", "training.max_epochs=1",
                                "training.seed=6"), progress=False)
     assert "differs from the live teacher" in capsys.readouterr().err
