@@ -1,26 +1,32 @@
-"""Step-time ratios of the distillation methods, measured in one run on the same batch.
+"""Step-time ratios of the distillation methods, interleaved on the same batch.
 
-For each model family it times real training steps (the trainer's own ``_train_step``, so
+For each model family it times real training steps (the trainer's own ``train_step``, so
 cache lookups, loss terms, backward and optimizer are all included):
 
 * MSD (cached teacher) / KD (cached teacher): the price of the two auxiliary views;
 * MSD (live teacher) / MSD (cached teacher): what the teacher cache saves.
 
+The three trainers take turns, one block of ``--block`` steps each (KD, MSD, live, then the
+next round starting one further along), so a load spike from another process hits all of
+them alike; each ratio is the median of the per-round ratios, with its interquartile range
+and extremes (``bench/interleave.py``). Timing them one after the other once gave MSD/KD =
+0.52 on a loaded 2-core machine against 1.03 on a quiet one.
+
 The token bound for single-stream models is (tokens of the three views) / (tokens of the
 multi view): text + image + text-only + image-only over text + image = 2 with no padding.
 
-    python bench/distill_bench.py [--family late_fusion visual_bert mmbt] [--steps 30]
+    python bench/distill_bench.py [--family late_fusion visual_bert mmbt] [--steps 30] [--block 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from interleave import interleave, print_load, ratio_summary, spread
 
 from benchmark.config.loader import build_config
 from benchmark.data.build import build_dataloader
@@ -29,6 +35,8 @@ from benchmark.tracking.run_id import compute_run_id
 from benchmark.tracking.run_store import RunStore
 from benchmark.train.batching import to_device
 from benchmark.train.trainer import Trainer, run_experiment
+
+VARIANTS = ("kd", "msd", "msd_live")
 
 
 def _config(root: Path, family: str, *args: str):
@@ -41,19 +49,20 @@ def _config(root: Path, family: str, *args: str):
 def _trainer(config) -> Trainer:
     trainer = Trainer(config, RunStore(config.env.save_dir).run(compute_run_id(config)), progress=False)
     trainer.summary = {}
-    trainer._setup()
+    trainer.setup()
     return trainer
 
 
-def _time_steps(trainer: Trainer, batch: dict, steps: int) -> float:
-    for _ in range(3):  # warm-up
-        trainer._train_step(batch)
-    times = []
-    for _ in range(steps):
+def _block(trainer: Trainer, batch: dict, steps: int):
+    """A variant for :func:`interleave`: ``steps`` training steps, their total seconds."""
+
+    def run() -> float:
         tick = time.perf_counter()
-        trainer._train_step(batch)
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
+        for _ in range(steps):
+            trainer.train_step(batch)
+        return time.perf_counter() - tick
+
+    return run
 
 
 def _tokens(batch: dict) -> tuple[int, int]:
@@ -62,7 +71,7 @@ def _tokens(batch: dict) -> tuple[int, int]:
     return text + image, 2 * (text + image)
 
 
-def bench_family(root: Path, family: str, steps: int) -> dict[str, float]:
+def bench_family(root: Path, family: str, rounds: int, block: int) -> dict:
     teacher = run_experiment(_config(root, family, "method=teacher", "training.max_updates=10"), progress=False)
     trainers = {
         "kd": _trainer(_config(root, family, "method=kd", f"teacher={teacher.run_id}")),
@@ -72,12 +81,15 @@ def bench_family(root: Path, family: str, steps: int) -> dict[str, float]:
     }
     loader = build_dataloader(trainers["kd"].train_set, batch_size=64, shuffle=True, seed=0)
     batch = to_device(next(iter(loader)), torch.device("cpu"))
-    times = {name: _time_steps(t, batch, steps) for name, t in trainers.items()}
+    # Warm-up: 3 steps each (allocator, first-call paths), then one discarded interleaved round.
+    times = interleave({name: _block(t, batch, block) for name, t in trainers.items()}, rounds=rounds,
+                       warmup=max(1, -(-3 // block)))
     multi_tokens, three_view_tokens = _tokens(batch)
     teacher_params = sum(p.numel() for p in trainers["msd_live"].method.teacher.model.parameters())  # frozen
     return {
-        "kd_ms": 1000 * times["kd"], "msd_ms": 1000 * times["msd"], "msd_live_ms": 1000 * times["msd_live"],
-        "msd_over_kd": times["msd"] / times["kd"], "live_over_cached": times["msd_live"] / times["msd"],
+        **{f"{name}_ms": spread([1000 * t / block for t in times[name]]) for name in VARIANTS},
+        "msd_over_kd": ratio_summary(times["msd"], times["kd"]),
+        "live_over_cached": ratio_summary(times["msd_live"], times["msd"]),
         "token_bound": three_view_tokens / multi_tokens,
         "teacher_over_student_params": teacher_params / trainers["kd"].model.num_parameters(),
     }
@@ -86,18 +98,37 @@ def bench_family(root: Path, family: str, steps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", nargs="+", default=["late_fusion", "visual_bert", "mmbt"])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant (rounds = steps / block)")
+    parser.add_argument("--block", type=int, default=1, help="steps per variant per round")
     args = parser.parse_args()
+    if args.steps < args.block or args.block < 1:
+        parser.error("--steps must be at least --block, and --block at least 1")
+    rounds = args.steps // args.block
     torch.set_num_threads(1)
+    start = print_load("start")
+    print(f"{rounds} interleaved rounds of {args.block} step(s) per variant (KD, MSD cached, MSD live), "
+          "rotating which goes first; batch of 64, one thread, synthetic Hateful Memes")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_dataset("hateful_memes", root / "data", size=512, seed=0)
-        print(f"{'family':<12} {'KD ms':>8} {'MSD ms':>8} {'live ms':>8} {'MSD/KD':>7} {'bound':>6} "
-              f"{'live/cache':>10} {'T/S params':>10}")
         for family in args.family:
-            r = bench_family(root, family, args.steps)
-            print(f"{family:<12} {r['kd_ms']:8.1f} {r['msd_ms']:8.1f} {r['msd_live_ms']:8.1f} {r['msd_over_kd']:7.2f} "
-                  f"{r['token_bound']:6.2f} {r['live_over_cached']:10.2f} {r['teacher_over_student_params']:10.1f}")
+            results[family] = r = bench_family(root, family, rounds, args.block)
+            print(f"\n{family}:  KD {r['kd_ms'].median:.1f} ms, MSD {r['msd_ms'].median:.1f} ms, "
+                  f"live {r['msd_live_ms'].median:.1f} ms per step (medians); token bound {r['token_bound']:.2f}; "
+                  f"teacher/student params {r['teacher_over_student_params']:.1f}")
+            print(f"  MSD/KD            {r['msd_over_kd']}")
+            print(f"  live/cached MSD   {r['live_over_cached']}")
+    end = print_load("end")
+    print()
+    print("| model family | KD step | MSD step | MSD/KD (IQR) | token bound | MSD live / cached (IQR) |")
+    print("|---|---|---|---|---|---|")
+    for family, r in results.items():
+        bound = f"{r['token_bound']:.2f}" if family != "late_fusion" else "–"
+        print(f"| `{family}` | {r['kd_ms'].median:.1f} ms | {r['msd_ms'].median:.1f} ms | "
+              f"**{r['msd_over_kd'].median:.2f}** ({r['msd_over_kd'].q1:.2f}–{r['msd_over_kd'].q3:.2f}) | {bound} | "
+              f"**{r['live_over_cached'].median:.2f}** ({r['live_over_cached'].q1:.2f}–{r['live_over_cached'].q3:.2f}) |")
+    print(f"\nload: {start.load1:.2f} at start, {end.load1:.2f} at end (1-min average, {start.cpus} CPUs)")
 
 
 if __name__ == "__main__":
