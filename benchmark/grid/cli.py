@@ -85,6 +85,38 @@ def run(
     raise typer.Exit(report.exit_code)
 
 
+@grid_app.command("plan", context_settings=_MMF_ARGS)
+def plan(
+    ctx: typer.Context,
+    file: Path = FILE_ARG,
+    scale: str = SCALE_OPT,
+    only: str | None = ONLY_OPT,
+    step_times: Path | None = typer.Option(None, "--step-times", help="JSON of step times measured elsewhere "
+                                           "(e.g. on a GPU node with --save-step-times); probes it lacks are measured here."),
+    save_step_times: Path | None = typer.Option(None, "--save-step-times", help="Write the step times used to this JSON."),
+    device: str = typer.Option("auto", "--device", help="Where to measure step times: auto | cpu | cuda."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Torch threads while measuring on a CPU."),
+    steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per probe (the median is used), after 2 warm-up steps."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the plan (rows, totals, assumptions) as JSON."),
+) -> None:
+    """Updates and device hours of every cell, from measured step times and the dataset sizes."""
+    import json
+
+    from benchmark.grid.plan import build_cost_plan, render
+    from benchmark.grid.plan_timing import save_step_times as write_step_times
+
+    cost = build_cost_plan(file, scale, list(ctx.args), only, step_times=step_times, device=device, threads=threads,
+                           repeats=steps, log=lambda line: err_console.print(line, style="dim", highlight=False))
+    # A file or a pipe gets whole rows rather than rich's 80-column default.
+    render(cost, console if console.is_terminal else Console(width=max(console.width, 180)))
+    if save_step_times:
+        err_console.print(f"step times written to {write_step_times(save_step_times, cost.device, cost.step_times)}")
+    if json_out:
+        tmp = json_out.with_name(f".{json_out.name}.tmp")  # complete or absent, never half-written
+        tmp.write_text(json.dumps(cost.to_dict(), indent=2) + "\n")
+        tmp.replace(json_out)
+
+
 @wandb_app.command("sync")
 def sync(
     directory: Path | None = typer.Argument(None, help="Where the offline runs are (default: tracking.wandb.dir or $WANDB_DIR)."),
