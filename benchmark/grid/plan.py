@@ -25,6 +25,7 @@ from benchmark.grid.cells import TEACHER, Cell, expand
 from benchmark.grid.dag import CACHE, TRAIN, build_plan
 from benchmark.grid.plan_data import CellData, DataCatalog, PlanError
 from benchmark.grid.plan_timing import (
+    MEASURED,
     Probe,
     StepTime,
     StepTimer,
@@ -208,19 +209,19 @@ def _train_row(cell: Cell, data: CellData, times: _Times, by_name: dict[str, Cel
     updates = count_updates(samples, batch_size, frequency, max_epochs, max_updates, world)
     teacher = by_name[cell.teacher].config if cell.teacher else None
     step = times.get(train_probe(c, math.ceil(batch_size / world)), c, data, teacher)
-    eval_s = _evaluation_seconds(c, data, updates, samples, batch_size, frequency, world, times)
+    eval_s, eval_times = _evaluation_seconds(c, data, updates, samples, batch_size, frequency, world, times)
     return CostRow(
         name=cell.name, role=cell.role, dataset=cell.dataset, model=str(c.model), size=size_preset(c),
         kind=method_kind(c), samples=samples, epochs=max_epochs, max_updates=max_updates, batch_size=batch_size,
         update_frequency=frequency, gpus=int(cell.resources.gpus), updates=updates,
         update_s=step.update_seconds(frequency), train_h=updates * step.update_seconds(frequency) / 3600,
         eval_h=eval_s / 3600, step_source=step.source,
-        estimated_elsewhere=times.file is not None and train_probe(c, math.ceil(batch_size / world)) in times.measured_here,
+        estimated_elsewhere=times.file is not None and any(t.source == MEASURED for t in (step, *eval_times)),
     )
 
 
 def _evaluation_seconds(c: DictConfig, data: CellData, updates: int, samples: int, batch_size: int,
-                        frequency: int, world: int, times: _Times) -> float:
+                        frequency: int, world: int, times: _Times) -> tuple[float, tuple[StepTime, ...]]:
     """Validation every ``evaluation_interval`` updates (default: once per epoch) on the views
     scored during training, then the final scoring of every evaluation split on every view."""
     per_device = max(1, 2 * batch_size // world)
@@ -231,10 +232,10 @@ def _evaluation_seconds(c: DictConfig, data: CellData, updates: int, samples: in
     during = tuple(c.evaluation.get("views_during_training") or ("multi",))
     final_views = tuple(c.evaluation.views)
     splits = list(dict.fromkeys([*map(str, c.evaluation.splits), "val"]))
-    seconds = math.ceil(updates / interval) * batches(data.records["val"]) * \
-        times.get(forward_probe(c, during, per_device), c, data).seconds
-    final = times.get(forward_probe(c, final_views, per_device), c, data).seconds
-    return seconds + sum(batches(data.records[s]) * final for s in splits)
+    validation = times.get(forward_probe(c, during, per_device), c, data)
+    final = times.get(forward_probe(c, final_views, per_device), c, data)
+    seconds = math.ceil(updates / interval) * batches(data.records["val"]) * validation.seconds
+    return seconds + sum(batches(data.records[s]) * final.seconds for s in splits), (validation, final)
 
 
 def _cache_row(teacher: Cell, student: DictConfig, data: CellData, times: _Times, gpus: int) -> CostRow:
@@ -249,6 +250,7 @@ def _cache_row(teacher: Cell, student: DictConfig, data: CellData, times: _Times
         size=size_preset(teacher.config), kind="forward:" + "+".join(VIEWS), samples=records, epochs=None,
         max_updates=None, batch_size=batch, update_frequency=1, gpus=int(gpus), updates=batches,
         update_s=step.seconds, train_h=batches * step.seconds / 3600, eval_h=0.0, step_source=step.source,
+        estimated_elsewhere=times.file is not None and step.source == MEASURED,
     )
 
 

@@ -48,6 +48,7 @@ from benchmark.train.precision import build_precision
 
 FILE_FORMAT = "msd-step-times/1"
 TRAIN, FORWARD = "train", "forward"
+MEASURED = "measured here"
 CACHE_ROWS = 4096  # rows of stand-in teacher outputs; sample indices wrap around them
 
 
@@ -72,7 +73,7 @@ class Probe:
 class StepTime:
     seconds: float  # median of a whole step (train: forward + backward + optimizer)
     optimizer_seconds: float = 0.0  # of which the optimizer (clip, step, scheduler)
-    source: str = "measured here"  # or the file it was read from
+    source: str = MEASURED  # or the file it was read from
     device: str = ""
     repeats: int = 0
 

@@ -88,6 +88,16 @@ def test_gpu_hours_multiply_the_hours_by_the_gpus_of_a_task(tmp_path, grid_tools
     assert row.updates == 2 and row.train_h * 3600 == pytest.approx(2 * 0.5)
 
 
+def test_probes_missing_from_the_file_are_measured_here_and_marked(tmp_path, grid_tools):
+    grid = grid_tools.tiny_grid(tmp_path / "g.yaml", ["teacher"])
+    times = _step_times_file(tmp_path / "times.json", {"train:label": 0.5}, 0.0)
+    plan = build_cost_plan(grid, extra_args=grid_tools.env_args(tmp_path), step_times=times, warmup=0, repeats=1)
+    (row,) = plan.rows
+    assert row.estimated_elsewhere and row.step_source == str(times)  # training from the file, evaluation not
+    assert plan.device.startswith("cpu")  # the table says where the figures it mixes in come from
+    assert any("missing from that file" in line and "forward:multi" in line for line in plan.assumptions)
+
+
 def test_plan_of_the_smoke_grid_is_quick_writes_nothing_and_reads_back_its_step_times(tmp_path, grid_tools):
     data = tmp_path / "data"
     saved, plan_json = tmp_path / "times.json", tmp_path / "plan.json"
@@ -96,7 +106,7 @@ def test_plan_of_the_smoke_grid_is_quick_writes_nothing_and_reads_back_its_step_
                                       "--save-step-times", str(saved), "--json", str(plan_json),
                                       f"env.data_dir={data}"])
     assert result.exit_code == 0, result.output
-    assert time.perf_counter() - started < 60
+    assert time.perf_counter() - started < 120  # seconds when idle; generous for a loaded 2-core machine
     for name in ("hateful_memes/teacher/seed0", "hateful_memes/msd-instance/seed0", "cache hateful_memes/teacher/seed0",
                  "Totals", "Assumptions", "generated"):
         assert name in result.output
