@@ -48,10 +48,13 @@ def run(
     """Train one run: msd run dataset=hateful_memes model=late_fusion method=teacher [key=value ...]"""
     from benchmark.config.loader import build_config
     from benchmark.tracking.wandb_logger import wandb_callbacks
+    from benchmark.train.distributed import launcher_world
     from benchmark.train.trainer import run_experiment
 
     config = build_config(list(ctx.args))
     result = run_experiment(config, progress=progress, callbacks=wandb_callbacks(config))
+    if launcher_world()[0] != 0:  # under torchrun, rank 0 reports for the whole run
+        return
     verb = "already complete, skipped" if result.skipped else result.summary.get("status", "?")
     console.print(f"[bold]{result.run_id}[/bold]: {verb} -> {result.run_dir.path}")
     headline = result.summary.get("headline") or {}

@@ -104,6 +104,7 @@ class Trainer:
     # -- public ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         started = time.time()
+        self._load_data()  # before anything is written: a world larger than the data fails here
         previous = self.run_dir.read_summary() or {}
         self.summary: dict[str, Any] = {
             "run_id": self.run_dir.run_id,
@@ -127,6 +128,12 @@ class Trainer:
         finally:
             self.dist.shutdown()
         return RunResult(self.run_dir.run_id, self.run_dir, self.summary)
+
+    def setup(self) -> None:
+        """Data, model, method and optimizer without a run being written (benchmarks, tests)."""
+        self._load_data()
+        self.summary = {}
+        self._setup()
 
     # -- setup -------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -154,12 +161,6 @@ class Trainer:
             torch.set_num_threads(int(c.training.threads))
         # Each rank draws its own dropout masks; DDP gives every rank rank 0's initial weights.
         seed_everything(int(c.training.seed) + self.dist.rank, bool(c.training.deterministic))
-        self.train_set = build_dataset(c, "train")
-        self.info = self.train_set.info
-        self.eval_sets = {split: build_dataset(c, split) for split in c.evaluation.splits}
-        if "val" not in self.eval_sets:
-            self.eval_sets["val"] = build_dataset(c, "val")
-        self._check_world_fits_data()
         self.model = build_model(c, self.info).to(self.device)
         self.method = registry.get_method(str(c.method))(c, self.info)
         self.method.prepare(self)
@@ -209,6 +210,15 @@ class Trainer:
             }
         )
         self._maybe_resume()
+
+    def _load_data(self) -> None:
+        c = self.config
+        self.train_set = build_dataset(c, "train")
+        self.info = self.train_set.info
+        self.eval_sets = {split: build_dataset(c, split) for split in c.evaluation.splits}
+        if "val" not in self.eval_sets:
+            self.eval_sets["val"] = build_dataset(c, "val")
+        self._check_world_fits_data()
 
     def _check_world_fits_data(self) -> None:
         """Every rank needs a share of every split and of every batch."""
