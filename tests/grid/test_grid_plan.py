@@ -123,13 +123,13 @@ def test_plan_of_the_smoke_grid_is_quick_writes_nothing_and_reads_back_its_step_
 
 
 @pytest.mark.parametrize("case", ["missing grid", "unknown scale", "unreadable step times", "not json",
-                                  "wrong schema"])
+                                  "wrong schema", "float16 on a cpu"])
 def test_bad_input_is_one_clear_error(tmp_path, grid_tools, monkeypatch, capsys, case):
     grid, extra = str(grid_tools.smoke), []
     bad = tmp_path / "times.json"
     expected = {"missing grid": "does not exist", "unknown scale": "has no scale 'huge'",
                 "unreadable step times": "cannot be read", "not json": "is not JSON",
-                "wrong schema": "'measurements' list"}[case]
+                "wrong schema": "'measurements' list", "float16 on a cpu": "--save-step-times FILE"}[case]
     if case == "missing grid":
         grid = str(tmp_path / "nope.yaml")
     elif case == "unknown scale":
@@ -139,9 +139,11 @@ def test_bad_input_is_one_clear_error(tmp_path, grid_tools, monkeypatch, capsys,
     elif case == "not json":
         bad.write_text("{not json")
         extra = ["--step-times", str(bad)]
-    else:
+    elif case == "wrong schema":
         bad.write_text(json.dumps({"device": "x", "times": []}))
         extra = ["--step-times", str(bad)]
+    else:
+        extra = ["--device", "cpu", "training.fp16=true", "training.amp_dtype=float16"]
     monkeypatch.setattr(sys, "argv", ["msd", "grid", "plan", grid, *extra, f"env.data_dir={tmp_path / 'data'}"])
     with pytest.raises(SystemExit) as exit_info:
         main()
