@@ -56,10 +56,13 @@ def run(
     if launcher_world()[0] != 0:  # under torchrun, rank 0 reports for the whole run
         return
     verb = "already complete, skipped" if result.skipped else result.summary.get("status", "?")
-    console.print(f"[bold]{result.run_id}[/bold]: {verb} -> {result.run_dir.path}")
+    where = result.summary.get("written_to") or result.run_dir.path
+    console.print(f"[bold]{result.run_id}[/bold]: {verb} -> {where}")
     headline = result.summary.get("headline") or {}
     for split, value in headline.items():
         console.print(f"  {split}/{result.summary.get('dataset')}/{result.summary.get('headline_metric')} = {value:.4f}")
+    for key, value in (result.summary.get("metrics") or {}).items() if result.summary.get("status") == "scored" else ():
+        console.print(f"  {key} = {value:.4f}")
 
 
 @app.command("eval", context_settings=_MMF_ARGS)

@@ -8,6 +8,7 @@ unfinished; it is what ``checkpoint.resume`` restarts from.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,18 +93,30 @@ def save_training_state(run: RunDir, model, optimizer, scheduler, **state: Any) 
     )
 
 
-def load_training_state(run: RunDir, model, optimizer, scheduler) -> dict[str, Any] | None:
-    """Restore an interrupted run; None when there is nothing (valid) to resume."""
-    path = run.file(LAST)
+def load_training_state(path: Path, model, optimizer, scheduler, *, strict_file: bool = False) -> dict[str, Any] | None:
+    """Restore a training state; None when there is nothing (valid) to resume.
+
+    A run's own torn or foreign ``last.pt`` is deleted so the run starts over rather than
+    resume wrongly; a file the user named (``strict_file``) is never deleted, and any problem
+    with it is an error.
+    """
     if not path.exists():
+        if strict_file:
+            raise CheckpointError(f"Checkpoint {path} does not exist.")
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
+        if strict_file:
+            load_weights_strict(model, payload["model"], str(path))
         model.load_state_dict(payload["model"], strict=True)
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
-    except Exception:  # a torn or foreign file: start over rather than resume wrongly
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        if strict_file:
+            raise CheckpointError(f"Checkpoint {path} is not a training state this run can resume ({exc}).") from exc
         path.unlink(missing_ok=True)
         return None
     return payload

@@ -13,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -21,7 +22,7 @@ from omegaconf import DictConfig
 from benchmark.config.loader import dataset_node
 from benchmark.config.rules import rule_values
 from benchmark.data.build import build_dataloader, build_dataset
-from benchmark.errors import ConfigError
+from benchmark.errors import CheckpointError, ConfigError
 from benchmark.models.build import build_model, describe_model
 from benchmark.registry import registry
 from benchmark.tracking.progress import TrainingProgress
@@ -35,6 +36,7 @@ from benchmark.train.evaluate import collect_outputs, predictions_frame, score_o
 from benchmark.train.optim import build_optimizer, build_scheduler
 from benchmark.train.precision import build_precision
 from benchmark.train.provenance import environment, git_commit
+from benchmark.train.run_types import parse_run_type, score_without_training
 from benchmark.train.sampler import EpochBatches
 from benchmark.train.seeding import seed_everything
 
@@ -71,9 +73,14 @@ class _LoopState:
 def run_experiment(
     config: DictConfig, *, progress: bool = True, callbacks: tuple[RunCallback, ...] = ()
 ) -> RunResult:
-    """Train (or skip, or resume) the run described by a resolved config."""
+    """Train (or skip, or resume) the run described by a resolved config; or, for MMF's
+    ``run_type=val|test|predict``, score a checkpoint without training."""
+    run_type = parse_run_type(config)
     run_id = compute_run_id(config)
     run = RunStore(config.env.save_dir).run(run_id)
+    if not run_type.train:
+        scored = score_without_training(config, run_id, run_type)
+        return RunResult(run_id, run, {"status": "scored", "dataset": config.dataset, **scored})
     if run.is_complete():
         return RunResult(run_id, run, run.read_summary() or {}, skipped=True)
     return Trainer(config, run, progress=progress, callbacks=callbacks).run()
@@ -97,6 +104,7 @@ class Trainer:
         refusal = registry.get_method(str(config.method)).distributed_refusal(config) if self.dist.enabled else None
         if refusal:
             raise ConfigError(refusal)
+        self.final_splits = parse_run_type(config).splits
         self.callbacks = callbacks if self.dist.is_main else ()
         self.show_progress = progress and self.dist.is_main
         self.dataset_cfg = dataset_node(config)
@@ -235,9 +243,11 @@ class Trainer:
             )
 
     def _maybe_resume(self) -> None:
-        if not self.config.checkpoint.resume:
-            return
-        state = ckpt.load_training_state(self.run_dir, self.model, self.optimizer, self.scheduler)
+        state = None
+        if self.config.checkpoint.resume:
+            state = ckpt.load_training_state(self.run_dir.file(ckpt.LAST), self.model, self.optimizer, self.scheduler)
+        if state is None and self.config.checkpoint.get("resume_file"):
+            state = self._start_from_file(Path(str(self.config.checkpoint.resume_file)).expanduser())
         if state is None:
             return
         self.state.step = state["step"]
@@ -250,6 +260,18 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.truncate_metrics(self.state.step)
         self.summary["resumed_from_step"] = self.state.step
+
+    def _start_from_file(self, path: Path) -> dict[str, Any] | None:
+        """MMF's ``checkpoint.resume_file``: a training state (``last.pt``) resumes with its
+        optimizer and counters; a weights file (``checkpoint.pt``) is where training starts."""
+        payload = ckpt.load_checkpoint(path)
+        if not isinstance(payload, dict) or "model" not in payload:
+            raise CheckpointError(f"checkpoint.resume_file={path} holds no model weights.")
+        if "optimizer" in payload:
+            return ckpt.load_training_state(path, self.model, self.optimizer, self.scheduler, strict_file=True)
+        ckpt.load_weights_strict(self.model, payload["model"], str(path))
+        self.summary["initialised_from"] = str(path)
+        return None
 
     # -- loop --------------------------------------------------------------------------------
     def _train(self) -> None:
@@ -374,7 +396,7 @@ class Trainer:
         views = tuple(c.evaluation.views)
         metrics: dict[str, float] = {}
         frames = []
-        for split in self.eval_loaders:
+        for split in self.final_splits:
             outputs = self._score(split, views)
             metrics.update(score_outputs(outputs, self.metric_names, self.info))
             if c.evaluation.predictions:
@@ -391,7 +413,7 @@ class Trainer:
                 "finished_at": _now(),
                 "metrics": metrics,
                 "headline_metric": str(self.dataset_cfg.headline_metric),
-                "headline": {split: metrics.get(f"{split}/{headline}") for split in self.eval_loaders},
+                "headline": {split: metrics.get(f"{split}/{headline}") for split in self.final_splits},
                 "best_step": self.early_stop.best_step,
                 "best_value": self.early_stop.best_value,
                 "updates": self.state.step,
