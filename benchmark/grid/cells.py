@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from benchmark.errors import ConfigError
 from benchmark.grid.configs import CORE_AXES, TEACHER, ConfigBuilder, format_arg
-from benchmark.grid.spec import GridError, GridSpec, Resources
+from benchmark.grid.spec import FAMILY_AXIS, GridError, GridSpec, Resources
 from benchmark.tracking.run_id import compute_run_id
 
 __all__ = ["CORE_AXES", "TEACHER", "Cell", "ExpandedGrid", "cell_name", "expand", "format_arg"]
@@ -74,8 +74,9 @@ class ExpandedGrid:
 def expand(spec: GridSpec, extra_args: Iterable[str] = ()) -> ExpandedGrid:
     """All cells of ``spec``; ``extra_args`` (``key=value``) are appended to every cell."""
     extra = tuple(extra_args)
-    combos = _dedup(c for c in [*_product(spec), *_included(spec)] if not _excluded(spec, c))
     builder = ConfigBuilder(spec, extra)
+    combos = _dedup(_family_where_used(spec, builder, c) for c in [*_product(spec), *_included(spec)]
+                    if not _excluded(spec, c))
     teachers: dict[tuple, Cell] = {}
     pending: list[tuple[dict[str, Any], str]] = []
     for combo in combos:
@@ -140,6 +141,17 @@ def _apply_only_for(spec: GridSpec, combo: dict[str, Any]) -> dict[str, Any]:
 _NOT_SET = object()
 
 
+def _family_where_used(spec: GridSpec, builder: ConfigBuilder, combo: dict[str, Any]) -> dict[str, Any]:
+    """Only teachers and students that distil take a teacher family: one label-only student
+    per combination, not one per family."""
+    if FAMILY_AXIS not in combo:
+        return combo
+    method = str(combo.get("method", builder.base_value("method")))
+    if method == TEACHER or _needs_teacher(method):
+        return combo
+    return {k: v for k, v in combo.items() if k != FAMILY_AXIS}
+
+
 def _excluded(spec: GridSpec, combo: dict[str, Any]) -> bool:
     for rule in spec.exclude:
         if all(combo.get(k, _NOT_SET) in (v if isinstance(v, list) else [v]) for k, v in rule.items()):
@@ -175,16 +187,24 @@ def _dedup_cells(cells: list[Cell]) -> list[Cell]:
 
 # -- names -------------------------------------------------------------------------------------
 def cell_name(spec: GridSpec, values: dict[str, Any], base: dict[str, Any]) -> str:
-    """``hateful_memes/msd-instance-tau2/seed1``: dataset / [model /] method+extras / seed."""
+    """``hateful_memes/msd-instance-tau2/seed1``: dataset / [model /] method+extras / seed.
+
+    With teacher families a teacher is ``dataset / <family> / teacher / seed`` and a student
+    that distils carries its family as an extra: ``hateful_memes/late_fusion/kd-from_mmbt/seed0``.
+    """
     get = lambda k: values.get(k, base.get(k))  # noqa: E731
     method = str(get("method"))
+    family = values.get(FAMILY_AXIS) if method == TEACHER else None
     label = f"msd-{get('weighting')}" if method == "msd" else method
     declared = [a.key for a in spec.axes] + list(spec.sub_axes())
-    extras = [k for k in dict.fromkeys([*declared, *values]) if k not in CORE_AXES and k in values]
+    extras = [k for k in dict.fromkeys([*declared, *values])
+              if k not in CORE_AXES and k in values and not (family is not None and k == FAMILY_AXIS)]
     for key in extras:
         label += "-" + _component(spec, key, values[key])
     parts = [str(get("dataset"))]
-    if spec.axis("model") is not None:
+    if family is not None:
+        parts.append(str(family))
+    elif spec.axis("model") is not None:
         parts.append(str(get("model")))
     parts += [label, f"seed{get('seed')}"]
     return "/".join(parts)

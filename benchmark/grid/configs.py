@@ -3,9 +3,10 @@
 Why not just ``build_config`` per cell: it re-reads and merges every YAML on each call
 (~60 ms), and a 100-cell grid would spend seconds on it at every ``msd grid show``. Here
 the merged defaults are loaded once per (config, model, dataset) group and a cell's
-overrides are applied to a plain copy of that tree; anything the fast path cannot vouch
-for (a new ``+key``, a key inside an open mapping, a typo) goes through ``load_config``
-itself, so errors read exactly as on the command line. A test checks both paths agree.
+overrides are applied to a plain copy of that tree (a ``+key`` is added, as the loader adds
+it); anything the fast path cannot vouch for (a key inside an open mapping, a typo) goes
+through ``load_config`` itself, so errors read exactly as on the command line. A test
+checks both paths agree.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config.loader import flatten_keys, load_config, parse_value, resolve, resolve_tree
 from benchmark.errors import ConfigError
-from benchmark.grid.spec import AXIS_ALIASES, SELECTOR_KEYS, Axis, GridError, GridSpec, Resources
+from benchmark.grid.spec import (
+    AXIS_ALIASES,
+    FAMILY_AXIS,
+    SELECTOR_KEYS,
+    Axis,
+    GridError,
+    GridSpec,
+    Resources,
+    TeacherFamily,
+)
 
 CORE_AXES = ("dataset", "model", "method", "weighting", "seed")
 TEACHER = "teacher"
@@ -101,7 +111,7 @@ class ConfigBuilder:
         out = {k: v for k, v in self.spec.base.items() if k not in SELECTOR_KEYS}
         axes = {a.key: a for a in self.spec.axes}
         for key, value in values.items():
-            if key not in SELECTOR_KEYS:
+            if key not in SELECTOR_KEYS and key != FAMILY_AXIS:  # a family name is not a teacher run id
                 out[AXIS_ALIASES.get(key, key)] = value
         for key, value in values.items():
             axis: Axis | None = axes.get(key)
@@ -113,8 +123,16 @@ class ConfigBuilder:
                 out.update(method_axis.overrides.get(TEACHER, {}))
             out.update({"method": TEACHER, "weighting": "none", "teacher": None})
             out.update(self.spec.teacher_overrides)
+            family = self.family(values)
+            if family is not None:
+                out.update(family.settings())
         out.update(self.spec.scale_overrides)
         return out
+
+    def family(self, values: dict[str, Any]) -> TeacherFamily | None:
+        """The teacher family a cell's values name (``teachers.families``), if any."""
+        name = values.get(FAMILY_AXIS)
+        return self.spec.teacher_families.get(name) if name is not None else None
 
     def resources(self, values: dict[str, Any], role: str) -> Resources:
         res = self.spec.resources
@@ -126,20 +144,24 @@ class ConfigBuilder:
             if method_axis is not None:
                 res = res.merged(method_axis.resources.get(TEACHER))
             res = res.merged(self.spec.teacher_resources)
+            family = self.family(values)
+            if family is not None:
+                res = res.merged(family.resources)
         return res
 
     def config(self, values: dict[str, Any], overrides: dict[str, Any]) -> tuple[tuple[str, ...], DictConfig]:
-        selectors = self._selectors(values)
+        family = self.family(values) if overrides.get("method") == TEACHER else None
+        selectors = self._selectors({**values, **(family.selectors() if family else {})})
         args = tuple([*(f"{k}={v}" for k, v in selectors), *(format_arg(k, v) for k, v in overrides.items()), *self.extra])
         merged, known = self._group(selectors)
         extra_overrides = [a for a in self.extra if a.partition("=")[0] not in SELECTOR_KEYS]
         pairs = [(k, v) for k, v in overrides.items()]
         pairs += [(a.partition("=")[0], parse_value(a.partition("=")[2])) for a in extra_overrides]
-        if any(k.startswith("+") or k not in known for k, _ in pairs):
-            return args, self._slow(args)  # new keys, open mappings or typos: the loader decides
+        if any(not k.startswith("+") and k not in known for k, _ in pairs):
+            return args, self._slow(args)  # open mappings or typos: the loader decides
         tree = copy.deepcopy(merged)
         for key, value in pairs:
-            set_dotted(tree, key, value)
+            set_dotted(tree, key.removeprefix("+"), value)  # +key: added on purpose, as the loader does
         try:
             return args, resolve_tree(tree)
         except ConfigError as exc:

@@ -115,7 +115,8 @@ def _data_task(cell: Cell, grid: ExpandedGrid, tasks: dict[str, Task]) -> str:
         tasks[task_id] = Task(
             id=task_id, kind=DATA, label=f"data {cell.dataset}", deps=(),
             payload={"kind": DATA, "dataset": cell.dataset, "data_dir": data_dir, "size": spec.size,
-                     "seed": spec.seed, "config": OmegaConf.to_container(cell.config, resolve=True)},
+                     "seed": spec.seed, "generate": spec.generate,
+                     "config": OmegaConf.to_container(cell.config, resolve=True)},
         )
     return task_id
 

@@ -4,6 +4,12 @@ Per-cell resources come from the grid file; a job is a submitit ``Checkpointable
 preempted or timed-out job is requeued and the trainer resumes it from ``last.pt``; every
 job has its own log under ``<grid state>/submitit/<job id>/``. ``cluster="local"`` runs
 the same code path with submitit's local executor (how CI tests it without Slurm).
+
+A training cell that asks for N > 1 GPUs is one DDP run: one Slurm task per GPU
+(``tasks_per_node=N``, ``gpus_per_node=N``), each exporting torch.distributed's variables
+(submitit's ``TorchDistributedEnvironment``) before the trainer reads them with
+``training.distributed=auto``. Rank 0 alone reports the cell's result. Data and teacher-cache
+tasks are single processes, so they get one task and at most one GPU.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import submitit
 from submitit.helpers import Checkpointable
 
 from benchmark.grid.backend import Launcher, Outcome, last_error_line
-from benchmark.grid.dag import Task
+from benchmark.grid.dag import TRAIN, Task
 from benchmark.grid.spec import Resources
 from benchmark.grid.worker import execute_task
 from benchmark.registry import registry
@@ -33,8 +39,41 @@ class GridJob(Checkpointable):
     same task; the trainer then resumes from the run's ``last.pt``.
     """
 
-    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        return execute_task(task)
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        world = export_distributed_environment()
+        result = execute_task(task)
+        return result if world.rank == 0 else None
+
+
+def export_distributed_environment() -> submitit.helpers.TorchDistributedEnvironment:
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT of this task, as torchrun sets them.
+
+    Exported in every job (a single task gets WORLD_SIZE=1), overwriting what the runner's
+    shell may have passed down, so a job never inherits another launch's world. The trainer
+    picks ``cuda:<LOCAL_RANK>`` itself, so ``CUDA_VISIBLE_DEVICES`` is left as Slurm set it.
+    """
+    world = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if world.world_size > 1:
+        print(f"DDP: rank {world.rank} of {world.world_size} (local rank {world.local_rank}), "
+              f"master {world.master_addr}:{world.master_port}", flush=True)
+    return world
+
+
+def job_parameters(resources: Resources, kind: str) -> dict[str, Any]:
+    """submitit parameters of one job: N GPUs for a training cell = N tasks, one per GPU."""
+    gpus = int(resources.gpus or 0)
+    distributed = kind == TRAIN and gpus > 1
+    params: dict[str, Any] = {
+        "name": "msd-grid", "timeout_min": int(resources.timeout_min), "mem_gb": float(resources.mem_gb),
+        "cpus_per_task": int(resources.cpus), "tasks_per_node": gpus if distributed else 1,
+    }
+    if gpus:
+        params["gpus_per_node"] = gpus if distributed else 1
+    if resources.partition:
+        params["slurm_partition"] = resources.partition
+    if resources.slurm:
+        params["slurm_additional_parameters"] = dict(resources.slurm)
+    return params
 
 
 @registry.register_launcher("slurm")
@@ -54,12 +93,15 @@ class SlurmLauncher(Launcher):
         self.cluster = cluster
         self.partition = partition
         self.folder = self.state_dir / "submitit"
-        self.executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
+        self._executor()  # fail now (no srun, unknown cluster), not at the first launch
         self.jobs: dict[str, tuple[Any, float, Resources]] = {}
         self.max_running = int(workers) if workers else 256
         self._last_queue_check = time.time()
         self._missing_once: set[str] = set()
         logging.getLogger("submitit").setLevel(logging.ERROR)  # "Bypassing sacct error" every poll
+
+    def _executor(self) -> submitit.AutoExecutor:
+        return submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
 
     def describe(self) -> str:
         return f"slurm via submitit ({self.cluster}), up to {self.max_running} job(s) at once"
@@ -71,27 +113,20 @@ class SlurmLauncher(Launcher):
         return int(self.threads or task.resources.cpus)
 
     def launch(self, tasks: list[Task]) -> None:
-        groups: dict[Resources, list[Task]] = {}
+        groups: dict[tuple[Resources, bool], list[Task]] = {}
         for task in tasks:
-            groups.setdefault(task.resources, []).append(task)
-        for resources, group in groups.items():
-            params: dict[str, Any] = {
-                "name": "msd-grid", "timeout_min": int(resources.timeout_min), "mem_gb": float(resources.mem_gb),
-                "cpus_per_task": int(resources.cpus), "slurm_array_parallelism": self.max_running,
-            }
-            if resources.gpus:
-                params["gpus_per_node"] = int(resources.gpus)
-            partition = self.partition or resources.partition
-            if partition:
-                params["slurm_partition"] = partition
-            if resources.slurm:
-                params["slurm_additional_parameters"] = dict(resources.slurm)
+            groups.setdefault((task.resources, task.kind == TRAIN), []).append(task)
+        for (resources, _train), group in groups.items():
+            params = {**job_parameters(resources, group[0].kind), "slurm_array_parallelism": self.max_running}
+            if self.partition:
+                params["slurm_partition"] = self.partition
             if self.cluster != "slurm":
                 params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
-            self.executor.update_parameters(**params)
+            executor = self._executor()  # a fresh one: parameters of an earlier group must not leak
+            executor.update_parameters(**params)
             payloads = [self._task_file(t, {"threads": self.threads_for(t)}) for t in group]
-            with self.executor.batch():
-                jobs = [self.executor.submit(GridJob(), p) for p in payloads]
+            with executor.batch():
+                jobs = [executor.submit(GridJob(), p) for p in payloads]
             now = time.time()
             for task, job in zip(group, jobs):
                 self.jobs[task.id] = (job, now, resources)
@@ -111,7 +146,7 @@ class SlurmLauncher(Launcher):
                 continue
             else:
                 try:
-                    outcome = Outcome(task_id, ok=True, log=log, result=job.result())
+                    outcome = Outcome(task_id, ok=True, log=log, result=_rank0_result(job))
                 except Exception as exc:  # noqa: BLE001 - FailedJobError, UncompletedJobError, ...
                     outcome = Outcome(task_id, ok=False, log=log, error=_job_error(exc),
                                       killed="UncompletedJobError" in type(exc).__name__)
@@ -123,9 +158,9 @@ class SlurmLauncher(Launcher):
     def _finished(self, job: Any) -> bool:
         if self.cluster != "slurm":
             return bool(job.done())
-        # The result file is the signal; submitit's own check calls sacct, which fails (loudly,
-        # every few seconds) on clusters without accounting.
-        return Path(job.paths.result_pickle).exists()
+        # The result files are the signal (one per task of a DDP job); submitit's own check
+        # calls sacct, which fails (loudly, every few seconds) on clusters without accounting.
+        return all(Path(job.task(i).paths.result_pickle).exists() for i in range(job.num_tasks))
 
     def _vanished(self) -> set[str]:
         """Slurm jobs absent from ``squeue`` twice in a row (checked every 15 s) with no result."""
@@ -148,6 +183,11 @@ class SlurmLauncher(Launcher):
         for job, *_ in self.jobs.values():
             with contextlib.suppress(Exception):  # best effort on shutdown
                 job.cancel(check=False)
+
+
+def _rank0_result(job: Any) -> Any:
+    """What the grid records: rank 0's result (a multi-task job fails if any rank failed)."""
+    return job.results()[0] if job.num_tasks > 1 else job.result()
 
 
 def _job_error(exc: BaseException) -> str:

@@ -24,6 +24,8 @@ Format (``docs/grid.md`` has the full reference)::
     include: [{method: kd, distill.temperature: [4]}]      # extra cells (other axes crossed)
     exclude: [{dataset: mmimdb, method: msd}]              # cells dropped
     teachers: {share: [dataset, seed], overrides: {}}      # what a teacher is shared across
+    teachers:                       # or several teacher families: students are crossed with them
+      families: {vbert: {overrides: {model: visual_bert}}, mmbt: {overrides: {model: mmbt}}}
     resources: {cpus: 1, mem_gb: 4, timeout_min: 120, partition: null}
     data: {size: null, seed: 0}     # arguments of ``msd data make`` for missing datasets
     scales:                         # ``--scale smoke``: replaces axes / adds overrides
@@ -43,6 +45,10 @@ from benchmark.config.loader import flatten_dotted, flatten_keys, load_config, l
 from benchmark.errors import ConfigError, UserError
 
 AXIS_ALIASES = {"seed": "training.seed"}
+# The implicit axis of teacher families (``teachers.families``): a student's value names the
+# family it distils from; the key is the config key that wires a student to its teacher.
+FAMILY_AXIS = "teacher"
+DEFAULT_FAMILY_LABEL = "from"
 SELECTOR_KEYS = ("config", "model", "dataset")
 # Axes whose value only means something for some methods: a kd cell has no weighting.
 DEFAULT_ONLY_FOR = {"weighting": {"method": ["msd"]}}
@@ -51,7 +57,9 @@ DEFAULT_SCALE = "default"
 _TOP_LEVEL = ("name", "description", "base", "axes", "include", "exclude", "teachers", "resources",
               "data", "scales", "labels")
 _AXIS_FIELDS = ("values", "expand", "overrides", "resources", "label", "only_for")
-_SCALE_FIELDS = ("axes", "overrides", "data", "resources", "include", "exclude")
+_SCALE_FIELDS = ("axes", "overrides", "data", "resources", "include", "exclude", "teachers")
+_TEACHER_FIELDS = ("share", "overrides", "resources", "families")
+_FAMILY_FIELDS = ("overrides", "resources")
 _RESOURCE_FIELDS = ("cpus", "mem_gb", "timeout_min", "partition", "gpus", "slurm")
 
 
@@ -99,6 +107,27 @@ class Axis:
 class DataSpec:
     size: int | None = None
     seed: int = 0
+    generate: bool = True  # false: a missing dataset is an error (a user's real data), never generated
+
+
+@dataclass(frozen=True)
+class TeacherFamily:
+    """One kind of teacher (e.g. a BERT-base VisualBERT): overrides and resources of its cells.
+
+    Why families: the paper distils one student from teachers of other architectures, so a
+    teacher is not always "the student's model, bigger". Each family's overrides (``model``
+    included) apply to its teacher cells only; students are crossed with the families.
+    """
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def selectors(self) -> dict[str, Any]:
+        return {k: v for k, v in self.overrides.items() if k in SELECTOR_KEYS}
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.overrides.items() if k not in SELECTOR_KEYS}
 
 
 @dataclass
@@ -116,6 +145,7 @@ class GridSpec:
     teacher_share: tuple[str, ...]
     teacher_overrides: dict[str, Any]
     teacher_resources: dict[str, Any]
+    teacher_families: dict[str, TeacherFamily]
     scale_overrides: dict[str, Any]
     resources: Resources
     data: DataSpec
@@ -170,18 +200,24 @@ def load_grid(path: str | Path, scale: str = DEFAULT_SCALE) -> GridSpec:
 
     labels = {str(k): str(v) for k, v in (raw.get("labels") or {}).items()}
     axes_raw = dict(raw.get("axes") or {})
+    if FAMILY_AXIS in axes_raw:
+        raise GridError(f"{where}: axes.{FAMILY_AXIS}: teachers are not an axis; declare teacher "
+                        f"families under teachers.families (students are crossed with them).")
     for key, value in (scaled.get("axes") or {}).items():
         if key not in axes_raw:
             raise GridError(f"{where}: scales.{scale}.axes names {key!r}, which is not an axis{_hint(key, axes_raw)}.")
         axes_raw[key] = _scaled_axis(axes_raw[key], value)
     axes = [_parse_axis(str(k), v, labels, where) for k, v in axes_raw.items()]
     base = _parse_base(raw.get("base") or {}, path, where)
-    teachers = raw.get("teachers") or {}
-    _check_fields(teachers, ("share", "overrides", "resources"), f"{where}, teachers")
+    teachers = _scaled_teachers(raw.get("teachers") or {}, scaled.get("teachers") or {}, scale, where)
+    families = _parse_families(teachers.get("families"), f"{where}, teachers.families")
+    if families:
+        axes.append(Axis(key=FAMILY_AXIS, values=tuple(families),
+                         label=labels.get(FAMILY_AXIS, DEFAULT_FAMILY_LABEL)))
     declared = {a.key for a in axes}
-    share = tuple(k for k in (teachers.get("share") or DEFAULT_TEACHER_SHARE) if k in declared or k in ("dataset", "seed"))
+    share = _teacher_share(teachers.get("share"), declared, bool(families), where)
     data = {**(raw.get("data") or {}), **(scaled.get("data") or {})}
-    _check_fields(data, ("size", "seed"), f"{where}, data")
+    _check_fields(data, ("size", "seed", "generate"), f"{where}, data")
     spec = GridSpec(
         name=str(raw.get("name") or path.stem),
         path=path.resolve(),
@@ -194,10 +230,12 @@ def load_grid(path: str | Path, scale: str = DEFAULT_SCALE) -> GridSpec:
         teacher_share=share,
         teacher_overrides=flatten(teachers.get("overrides") or {}),
         teacher_resources=_parse_resources(teachers.get("resources"), f"{where}, teachers.resources"),
+        teacher_families=families,
         scale_overrides=flatten(scaled.get("overrides") or {}),
         resources=Resources().merged(_parse_resources(raw.get("resources"), f"{where}, resources"))
         .merged(_parse_resources(scaled.get("resources"), f"{where}, scales.{scale}.resources")),
-        data=DataSpec(size=data.get("size"), seed=int(data.get("seed") or 0)),
+        data=DataSpec(size=data.get("size"), seed=int(data.get("seed") or 0),
+                      generate=bool(data.get("generate", True))),
         labels=labels,
         scales=known_scales,
     )
@@ -205,10 +243,66 @@ def load_grid(path: str | Path, scale: str = DEFAULT_SCALE) -> GridSpec:
     return spec
 
 
+def _scaled_teachers(teachers: Any, change: Any, scale: str, where: str) -> dict[str, Any]:
+    """A scale's ``teachers:`` is merged over the file's: ``overrides``, ``resources`` and each
+    family's entries key by key (a smoke scale swaps BERT-base for MiniLM this way)."""
+    _check_fields(teachers, _TEACHER_FIELDS, f"{where}, teachers")
+    _check_fields(change, _TEACHER_FIELDS, f"{where}, scales.{scale}.teachers")
+    merged = dict(teachers)
+    if "share" in change:
+        merged["share"] = change["share"]
+    for key in ("overrides", "resources"):
+        if change.get(key):
+            merged[key] = {**flatten(teachers.get(key) or {}), **flatten(change[key])}
+    if change.get("families"):
+        families = dict(teachers.get("families") or {})
+        for name, entry in change["families"].items():
+            if name not in families:
+                raise GridError(f"{where}: scales.{scale}.teachers.families names {name!r}, which is not a "
+                                f"family of teachers.families{_hint(name, families)}.")
+            families[name] = {
+                part: {**flatten((families[name] or {}).get(part) or {}), **flatten((entry or {}).get(part) or {})}
+                for part in _FAMILY_FIELDS
+            }
+        merged["families"] = families
+    return merged
+
+
+def _parse_families(node: Any, where: str) -> dict[str, TeacherFamily]:
+    if not node:
+        return {}
+    if not isinstance(node, dict):
+        raise GridError(f"{where} must map a family name to its overrides and resources.")
+    families = {}
+    for name, entry in node.items():
+        entry = entry or {}
+        _check_fields(entry, _FAMILY_FIELDS, f"{where}.{name}")
+        families[str(name)] = TeacherFamily(
+            name=str(name), overrides=flatten(entry.get("overrides") or {}),
+            resources=_parse_resources(entry.get("resources"), f"{where}.{name}.resources"),
+        )
+    return families
+
+
+def _teacher_share(share: Any, declared: set[str], families: bool, where: str) -> tuple[str, ...]:
+    """What one teacher is shared across; with families, the family is the teacher's model."""
+    if families and share and "model" in share:
+        raise GridError(f"{where}: teachers.share names 'model', but teacher families set the teachers' "
+                        f"model (teachers.families.<name>.overrides.model); remove it from share.")
+    default = tuple(k for k in DEFAULT_TEACHER_SHARE if not (families and k == "model"))
+    chosen = tuple(k for k in (share or default) if k in declared or k in ("dataset", "seed"))
+    return (*chosen, FAMILY_AXIS) if families else chosen
+
+
 def _scaled_axis(original: Any, change: Any) -> Any:
-    """A scale may give just new values (a list) and keep the axis's overrides/expand."""
+    """A scale may give just new values (a list) and keep the axis's overrides/expand of the
+    values it keeps (a smoke scale of one dataset keeps that dataset's overrides)."""
     if isinstance(change, list) and isinstance(original, dict):
-        return {**original, "values": change}
+        kept = {**original, "values": change}
+        for part in ("overrides", "expand", "resources"):
+            if isinstance(original.get(part), dict):
+                kept[part] = {v: o for v, o in original[part].items() if v in change}
+        return kept
     return change
 
 
@@ -306,6 +400,16 @@ def validate(spec: GridSpec) -> None:
     for key in [*spec.base, *spec.teacher_overrides, *spec.scale_overrides]:
         if key not in known and key not in SELECTOR_KEYS and not key.startswith("+") and not _inside_open_mapping(key, known):
             raise GridError(f"{where}: unknown config key {key!r}{_hint(key, valid)}.")
+    for family in spec.teacher_families.values():
+        selectors = {**{k: v for k, v in spec.base.items() if k in SELECTOR_KEYS}, **family.selectors()}
+        try:
+            family_known = set(flatten_keys(load_config([f"{k}={v}" for k, v in selectors.items()])))
+        except ConfigError as exc:
+            raise GridError(f"{where}: teachers.families.{family.name}: {exc}") from exc
+        for key in family.settings():
+            if key not in family_known and not key.startswith("+") and not _inside_open_mapping(key, family_known):
+                raise GridError(f"{where}: teachers.families.{family.name}: unknown config key "
+                                f"{key!r}{_hint(key, family_known)}.")
 
 
 def _inside_open_mapping(key: str, known: set[str]) -> bool:

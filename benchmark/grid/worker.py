@@ -31,16 +31,30 @@ def run_data(task: dict[str, Any]) -> dict[str, Any]:
     """Make a synthetic (or easy-VQA) dataset if its files are missing or out of date.
 
     A directory that already holds the dataset's files without the generator's manifest is
-    a user's real MMF data: it is used as it is, never regenerated.
+    a user's real MMF data: it is used as it is, never regenerated. A grid that says
+    ``data: {generate: false}`` (paper scale, on a user's data) never generates: a missing
+    file is a :class:`DataError` naming it, before any teacher starts.
     """
     from benchmark.config.loader import dataset_node
     from benchmark.data.make import make_dataset, read_manifest
     from benchmark.distill.fingerprint import dataset_files
+    from benchmark.errors import DataError
 
     config = OmegaConf.create(task["config"])
     node = dataset_node(config)
     files = dataset_files(node, ("train", "val", "test"))
     root = Path(str(node.data_dir)) / task["dataset"] / "defaults"
+    if not task.get("generate", True):
+        missing = [str(p) for p in files if not p.exists()]
+        if missing:
+            raise DataError(
+                f"{task['dataset']}: this grid uses existing MMF data only (data.generate: false), and "
+                f"{len(missing)} file(s) are missing under {node.data_dir}: {', '.join(missing[:4])}"
+                f"{' ...' if len(missing) > 4 else ''}. Point env.data_dir (DATA_DIR= / MSD_DATA_DIR) at "
+                f"an MMF data directory holding {task['dataset']}, or leave the dataset out with --only."
+            )
+        print(f"{task['dataset']}: using the existing data under {root}")
+        return {"skipped": True, "real_data": read_manifest(root) is None}
     if files and all(p.exists() for p in files) and read_manifest(root) is None:
         print(f"{task['dataset']}: using the existing (non-generated) data under {root}")
         return {"skipped": True, "real_data": True}
@@ -70,7 +84,12 @@ def run_cache(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_train(task: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume, or skip) one cell, with the W&B logger attached."""
+    """Train (or resume, or skip) one cell, with the W&B logger attached.
+
+    Under DDP (a Slurm job with one task per GPU) every rank runs this; rank 0 alone holds
+    the run's lock and the W&B logger. A non-zero rank waiting on the lock would deadlock
+    against rank 0 waiting for it in the process group.
+    """
     from benchmark.tracking.run_id import compute_run_id
     from benchmark.tracking.wandb_logger import wandb_callbacks
     from benchmark.train.trainer import run_experiment
@@ -79,20 +98,27 @@ def run_train(task: dict[str, Any]) -> dict[str, Any]:
     run_id = compute_run_id(config)
     if run_id != task["run_id"]:
         raise RuntimeError(f"config of {task['name']} hashes to {run_id}, the runner expected {task['run_id']}")
+    main_rank = launcher_rank() == 0
     lock = FileLock(run_lock_path(config.env.save_dir, run_id))
-    if not lock.acquire(blocking=False):
+    if main_rank and not lock.acquire(blocking=False):
         print(f"{run_id} is being trained by process {lock.owner()}; waiting for it")
         lock.acquire(blocking=True)
     try:
         callbacks = wandb_callbacks(config, name=task["name"], group=task.get("group"),
-                                    job_type="teacher" if task.get("role") == "teacher" else "student")
+                                    job_type="teacher" if task.get("role") == "teacher" else "student") if main_rank else ()
         result = run_experiment(config, progress=False, callbacks=callbacks)
     finally:
-        lock.release()
+        if main_rank:
+            lock.release()
     status = "skipped (already complete)" if result.skipped else result.summary.get("status")
     print(f"{task['name']} -> {result.run_dir.path}: {status}")
     return {"run_id": result.run_id, "status": result.summary.get("status"), "skipped": result.skipped,
             "wall_time_s": result.summary.get("wall_time_s")}
+
+
+def launcher_rank() -> int:
+    """This process's rank in a distributed launch (``RANK``, as torchrun or submitit exports it)."""
+    return int(os.environ.get("RANK") or 0)
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

@@ -63,3 +63,96 @@ def test_two_cell_grid_on_a_real_single_node_slurm(tmp_path, grid_tools, slurm_c
     report = _run_two_cells(tmp_path, grid_tools, "slurm")
     ids = [p.name for p in (report.plan.state_dir / "submitit").iterdir()]
     assert any("_" in i for i in ids)  # the two cells went out as one job array
+
+
+# -- DDP: one task per GPU ---------------------------------------------------------------------
+def _task(kind: str, resources, name: str = "cell"):
+    from benchmark.grid.dag import Task
+
+    return Task(id=f"{kind}:{name}", kind=kind, label=name, deps=(), payload={"kind": kind}, resources=resources)
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch) -> Path:
+    """``srun``/``sbatch`` stand-ins on PATH: each submission's batch script is kept, nothing runs."""
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'n=$(ls "{scripts}" | wc -l)\n'
+        f'cp "$1" "{scripts}/$n.sh"\n'
+        'echo "Submitted batch job $((4200 + n))"\n'
+    )
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return scripts
+
+
+def test_a_training_cell_asking_for_n_gpus_is_submitted_as_one_task_per_gpu(tmp_path, fake_sbatch):
+    """What Slurm receives: the batch scripts submitit writes for the launcher's jobs."""
+    from benchmark.grid.dag import CACHE, DATA, TRAIN
+    from benchmark.grid.slurm import SlurmLauncher
+    from benchmark.grid.spec import Resources
+
+    four = Resources(cpus=6, mem_gb=64, timeout_min=600, gpus=4, partition="gpu", slurm=(("account", "lab"),))
+    launcher = SlurmLauncher(tmp_path / "state", cluster="slurm", workers=8)
+    for task in (_task(TRAIN, four), _task(CACHE, four), _task(DATA, Resources())):
+        launcher.launch([task])
+    train, cache, data = (Path(fake_sbatch / f"{i}.sh").read_text() for i in range(3))
+    for line in ("--ntasks-per-node=4", "--gpus-per-node=4", "--cpus-per-task=6", "--partition=gpu",
+                 "--account=lab", "--time=600", "--mem=64GB"):
+        assert f"#SBATCH {line}\n" in train, line
+    # the teacher cache is built once, by one process on one GPU; data needs no GPU
+    assert "#SBATCH --ntasks-per-node=1\n" in cache and "#SBATCH --gpus-per-node=1\n" in cache
+    assert "#SBATCH --ntasks-per-node=1\n" in data and "gpus-per-node" not in data
+    assert "srun" in train  # one srun step runs the job's tasks
+
+
+def _as_submitit_task(monkeypatch, rank: int, world: int) -> None:
+    """The environment submitit's local executor gives task ``rank`` of a ``world``-task job."""
+    for var, value in {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "31337",
+                       "SUBMITIT_LOCAL_NTASKS": str(world), "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+                       "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": str(rank),
+                       "SUBMITIT_LOCAL_LOCALID": str(rank)}.items():
+        monkeypatch.setenv(var, value)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_each_task_exports_torch_distributed_variables_and_only_rank0_reports(monkeypatch, rank):
+    import socket
+
+    from benchmark.grid import slurm
+
+    _as_submitit_task(monkeypatch, rank, world=2)
+    monkeypatch.setenv("RANK", "7")  # a stale launch's variables in the submitting shell
+    monkeypatch.setenv("WORLD_SIZE", "9")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    seen: dict[str, str] = {}
+
+    def fake_execute(task):
+        seen.update({k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                                                "CUDA_VISIBLE_DEVICES")})
+        return {"task": task["id"], "status": "completed"}
+
+    monkeypatch.setattr(slurm, "execute_task", fake_execute)
+    result = slurm.GridJob()({"id": "train:x", "kind": "train"})
+    assert seen["RANK"] == str(rank) and seen["WORLD_SIZE"] == "2" and seen["LOCAL_RANK"] == str(rank)
+    assert seen["MASTER_ADDR"] == socket.gethostname() and 20000 <= int(seen["MASTER_PORT"]) <= 60000
+    assert seen["CUDA_VISIBLE_DEVICES"] == "4,5"  # the trainer picks cuda:<LOCAL_RANK> among Slurm's GPUs
+    assert result == ({"task": "train:x", "status": "completed"} if rank == 0 else None)
+
+
+def test_a_two_gpu_cell_runs_as_one_ddp_run_through_submitits_local_executor(tmp_path, grid_tools):
+    """Two tasks of one job train one run together (gloo on CPU): one run directory, world size 2."""
+    path = grid_tools.tiny_grid(tmp_path / "ddp.yaml", ["teacher"], name="ddp-local",
+                                resources={"gpus": 2, "cpus": 1, "timeout_min": 10})
+    report = run_grid(path, extra_args=grid_tools.env_args(tmp_path), launcher="slurm", cluster="local", workers=1)
+    assert report.exit_code == 0, [(t, s.error, s.log) for t, s in report.states.items() if s.error]
+    (run,) = list(RunStore(tmp_path / "runs"))
+    summary = run.read_summary()
+    assert run.is_complete() and summary["world_size"] == 2
+    logs = sorted(p.read_text() for p in (report.plan.state_dir / "submitit").rglob("*_log.out"))
+    assert [any(f"DDP: rank {r} of 2" in text for text in logs) for r in (0, 1)] == [True, True]
