@@ -12,6 +12,7 @@ the table, so the estimate can be checked rather than trusted.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -258,7 +259,8 @@ def _assumptions(plan: CostPlan, times: _Times, file: StepTimesFile | None, cell
     timer = times.timer
     out = []
     measured = (f"measured here on {timer.description}: median of {timer.repeats} steps after {timer.warmup} "
-                "warm-up steps, per distinct (model, size preset, dataset, per-device batch, method kind, precision)")
+                "warm-up steps, per distinct (model, size preset, dataset, per-device batch, method kind, precision)"
+                + _load_note())
     if file is None:
         out.append(f"Step times {measured}.")
     else:
@@ -281,7 +283,7 @@ def _assumptions(plan: CostPlan, times: _Times, file: StepTimesFile | None, cell
                f"by max_updates (the trainer's rule; batch_size is the global batch); {stop}.")
     out.append("An update = update_frequency x (forward + backward of one batch) + one optimizer step. A cell with "
                "G > 1 GPUs is timed at its per-device batch (batch_size / G): ideal DDP scaling, gradient "
-               "communication not included. GPU-h = hours x GPUs per task (resources.gpus); '-' for CPU cells.")
+               "communication not included. GPU time = time x GPUs per task (resources.gpus); '-' for CPU cells.")
     out.append("Evaluation included: validation on evaluation.views_during_training every evaluation_interval "
                "updates (default once per epoch), then every evaluation split on every evaluation.views, at batch "
                "2 x batch_size (run_type train_val_test). Not included: process start, data loading, "
@@ -292,6 +294,15 @@ def _assumptions(plan: CostPlan, times: _Times, file: StepTimesFile | None, cell
                    "the student probes (a page-cache-resident cache).")
     out.append("Hours are per cell and add up; the grid's wall-clock time depends on how many cells run at once.")
     return out
+
+
+def _load_note() -> str:
+    """Other work on the machine slows the probes down; say how much there was."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return ""
+    return f", with a 1-minute load average of {load:.1f} on {os.cpu_count()} cores at the end (load inflates CPU times)"
 
 
 def render(plan: CostPlan, console: Any) -> None:
