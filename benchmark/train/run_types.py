@@ -36,12 +36,12 @@ def parse_run_type(config: DictConfig) -> RunType:
         )
     predict = parts == ["predict"]
     wanted = set(config.evaluation.splits) if predict else set(parts)
-    splits = tuple(s for s in config.evaluation.splits if s in wanted)
-    for split in ("val", "test"):
-        if split in parts and split not in config.evaluation.splits:
-            raise ConfigError(f"run_type={text} scores {split!r}, which is not in evaluation.splits={list(config.evaluation.splits)}.")
-    if not parts.count("train") and not splits:
-        raise ConfigError(f"run_type={text} neither trains nor scores anything.")
+    splits = tuple(s for s in config.evaluation.splits if s in wanted)  # e.g. HPO scores val only
+    if "train" not in parts and not splits:
+        raise ConfigError(
+            f"run_type={text} scores no split: none of its splits is in evaluation.splits="
+            f"{list(config.evaluation.splits)}."
+        )
     return RunType("train" in parts, splits, predict)
 
 

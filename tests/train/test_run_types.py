@@ -46,6 +46,12 @@ def test_unknown_run_types_are_refused(bad):
         parse_run_type(build_config([f"run_type={bad}"]))
 
 
+def test_run_types_score_only_the_configured_splits():
+    assert parse_run_type(build_config(["evaluation.splits=['val']"])).splits == ("val",)  # HPO's setting
+    with pytest.raises(ConfigError, match="scores no split"):
+        parse_run_type(build_config(["evaluation.splits=['val']", "run_type=test"]))
+
+
 def test_train_only_scores_nothing_at_the_end_and_test_scores_it_later(config):
     trained = run_experiment(config("run_type=train_val"), progress=False)
     assert trained.summary["headline"].keys() == {"val"}
