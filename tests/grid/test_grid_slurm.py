@@ -145,6 +145,7 @@ def test_each_task_exports_torch_distributed_variables_and_only_rank0_reports(mo
     assert result == ({"task": "train:x", "status": "completed"} if rank == 0 else None)
 
 
+@pytest.mark.slow  # ~20-30 s: three fresh interpreters (a data job, then a job of two tasks)
 def test_a_two_gpu_cell_runs_as_one_ddp_run_through_submitits_local_executor(tmp_path, grid_tools):
     """Two tasks of one job train one run together (gloo on CPU): one run directory, world size 2."""
     path = grid_tools.tiny_grid(tmp_path / "ddp.yaml", ["teacher"], name="ddp-local",
