@@ -189,7 +189,9 @@ def build_cost_plan(
                 rows.append(_cache_row(teacher, student.config, data_of(student), times, task.resources.gpus))
         datasets = {d.dataset: {"records": d.records, "source": d.source, "detail": d.detail, "inputs": d.inputs}
                     for d in catalog.loaded()}
-    device_text = file_times.device if file_times and not times.measured_here else timer.description
+    device_text = timer.description
+    if file_times:
+        device_text = file_times.device + (f"; rows marked * partly on {timer.description}" if times.measured_here else "")
     plan = CostPlan(spec.name, scale, device_text, rows, [], datasets, dict(times.known))
     plan.assumptions = _assumptions(plan, times, file_times, dag.cells)
     return plan
