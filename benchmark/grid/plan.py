@@ -38,7 +38,7 @@ from benchmark.grid.plan_timing import (
 )
 from benchmark.grid.spec import DEFAULT_SCALE, load_grid
 from benchmark.train.batching import resolve_device
-from benchmark.train.sampler import EpochBatches
+from benchmark.train.sampler import EpochBatches, update_schedule
 
 ROLES = (TEACHER, "student", "cache")
 
@@ -56,11 +56,9 @@ def count_updates(train_size: int, batch_size: int, update_frequency: int, max_e
         raise PlanError(f"training.batch_size ({batch_size}) and training.update_frequency ({update_frequency}) "
                         "must be at least 1.")
     batches = EpochBatches(train_size, batch_size, 0, world_size=world_size, shuffle=False).batches_per_epoch()
-    per_epoch = math.ceil(batches / update_frequency)
     if max_epochs is None and not max_updates:
         raise PlanError("training.max_epochs and training.max_updates are both unset: the run would never stop.")
-    total = per_epoch * int(max_epochs) if max_epochs is not None else int(max_updates)
-    return min(total, int(max_updates)) if max_updates else total
+    return update_schedule(batches, update_frequency, max_epochs, max_updates)[1]
 
 
 @dataclass
@@ -229,8 +227,8 @@ def _evaluation_seconds(c: DictConfig, data: CellData, updates: int, samples: in
     scored during training, then the final scoring of every evaluation split on every view."""
     per_device = max(1, 2 * batch_size // world)
     batches = lambda n: math.ceil(math.ceil(n / world) / per_device)  # noqa: E731 - each rank's shard
-    per_epoch = math.ceil(EpochBatches(samples, batch_size, 0, world_size=world, shuffle=False)
-                          .batches_per_epoch() / frequency)
+    per_epoch = update_schedule(EpochBatches(samples, batch_size, 0, world_size=world, shuffle=False)
+                                .batches_per_epoch(), frequency, 1, None)[0]
     interval = int(c.training.get("evaluation_interval") or per_epoch)
     during = tuple(c.evaluation.get("views_during_training") or ("multi",))
     final_views = tuple(c.evaluation.views)

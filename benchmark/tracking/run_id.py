@@ -43,6 +43,7 @@ NEUTRAL_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "training.amp_dtype": lambda c: not _get_dotted(c, "training.fp16"),
     "training.update_frequency": lambda c: _get_dotted(c, "training.update_frequency") in (None, 1),
     "checkpoint.resume_file": lambda c: _get_dotted(c, "checkpoint.resume_file") is None,
+    "scheduler.params.num_warmup_steps": lambda c: _get_dotted(c, "scheduler.params.num_warmup_steps") is None,
 }
 
 

@@ -71,3 +71,14 @@ class EpochBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start_batch)
+
+
+def update_schedule(batches_per_epoch: int, update_frequency: int, max_epochs: int | None,
+                    max_updates: int | None) -> tuple[int, int]:
+    """(updates per epoch, total updates) of a run: an update takes ``update_frequency``
+    batches (the last of an epoch may take fewer); the run stops at ``max_epochs`` epochs or
+    ``max_updates`` updates, whichever comes first. The trainer and ``msd grid plan`` both
+    count with this."""
+    per_epoch = -(-batches_per_epoch // update_frequency)
+    total = per_epoch * int(max_epochs) if max_epochs is not None else int(max_updates or 0)
+    return per_epoch, (min(total, int(max_updates)) if max_updates else total)

@@ -8,7 +8,6 @@ owns the loop, evaluation cadence, early stopping, checkpoints and the run direc
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from benchmark.train.optim import build_optimizer, build_scheduler
 from benchmark.train.precision import build_precision
 from benchmark.train.provenance import environment, git_commit
 from benchmark.train.run_types import parse_run_type, score_without_training
-from benchmark.train.sampler import EpochBatches
+from benchmark.train.sampler import EpochBatches, update_schedule
 from benchmark.train.seeding import seed_everything
 
 
@@ -188,10 +187,8 @@ class Trainer:
             for split, ds in self.eval_sets.items()
         }
         self.batches_per_epoch = self.batches.batches_per_epoch()
-        self.updates_per_epoch = math.ceil(self.batches_per_epoch / self.update_frequency)
-        total = self.updates_per_epoch * int(c.training.max_epochs)
-        if c.training.get("max_updates"):
-            total = min(total, int(c.training.max_updates))
+        self.updates_per_epoch, total = update_schedule(
+            self.batches_per_epoch, self.update_frequency, int(c.training.max_epochs), c.training.get("max_updates"))
         self.total_updates = total
         self.eval_interval = int(c.training.evaluation_interval or self.updates_per_epoch)
         self.optimizer = build_optimizer(self.model, c)
