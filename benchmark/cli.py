@@ -47,11 +47,13 @@ def run(
 ) -> None:
     """Train one run: msd run dataset=hateful_memes model=late_fusion method=teacher [key=value ...]"""
     from benchmark.config.loader import build_config
+    from benchmark.config.validate import validate_config
     from benchmark.tracking.wandb_logger import wandb_callbacks
     from benchmark.train.distributed import launcher_world
     from benchmark.train.trainer import run_experiment
 
     config = build_config(list(ctx.args))
+    validate_config(config)  # before any run directory, lock or W&B run exists
     result = run_experiment(config, progress=progress, callbacks=wandb_callbacks(config))
     if launcher_world()[0] != 0:  # under torchrun, rank 0 reports for the whole run
         return

@@ -82,19 +82,26 @@ def launcher_world() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-def init_distributed(mode: str, device: torch.device, timeout_min: float = 120.0) -> DistContext:
-    """Join the process group the launcher describes, or stay single when there is none."""
+def launch_mode(mode: str) -> int:
+    """The world size this process was launched into, once ``training.distributed`` is known
+    to fit it. Side-effect free, so config validation calls it before anything starts."""
     if mode not in DISTRIBUTED_MODES:
         raise ConfigError(f"training.distributed must be one of {DISTRIBUTED_MODES}, got {mode!r}.")
-    rank, world, local_rank = launcher_world()
-    if world <= 1:
-        return SINGLE
-    if mode == "off":
+    rank, world, _ = launcher_world()
+    if world > 1 and mode == "off":
         raise ConfigError(
             f"This process was launched as rank {rank} of {world} (WORLD_SIZE={world}), but "
             "training.distributed=off: every rank would train the same run on its own and write the "
             "same run directory. Set training.distributed=auto, or launch one process."
         )
+    return world
+
+
+def init_distributed(mode: str, device: torch.device, timeout_min: float = 120.0) -> DistContext:
+    """Join the process group the launcher describes, or stay single when there is none."""
+    if launch_mode(mode) <= 1:
+        return SINGLE
+    _, _, local_rank = launcher_world()
     if dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=False)
     backend = "nccl" if device.type == "cuda" else "gloo"
