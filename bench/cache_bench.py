@@ -11,6 +11,8 @@ Then, in this process:
 
 * **open**: ``open_cache`` with lazy verification against full verification, interleaved, from a
   cold page cache (a full verification reads every byte: what ``msd cache verify`` costs);
+* **disk or hash**: a cold sequential read of the first GB by chunk, without hashing and with
+  each hash, interleaved;
 * **random batches** of 32 train rows, the read a KD/MSD student makes per step: cold (the
   files evicted from the page cache with ``posix_fadvise`` and a freshly opened cache) with
   lazy verification against no verification, interleaved; then warm (the same rows again);
@@ -191,8 +193,39 @@ def measure(directory: Path, rounds: int, batches_per_round: int, verify_rounds:
     out["hash_gbps"] = {name: spread([len(block) / 1e9 / t for t in values]).to_dict() for name, values in hashes.items()}
     out["hash_blake2b_over_xxh3"] = spread([b / x for b, x in zip(hashes["blake2b"], hashes["xxh3_128"])]).to_dict()
 
+    out["cold_read_gbps"], out["cold_read_xxh3_over_plain"] = _cold_sequential(directory, spec, verify_rounds)
     out["reader_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def _cold_sequential(directory: Path, spec: dict, rounds: int, limit: int = 1 << 30) -> tuple[dict, dict]:
+    """Read the first ``limit`` bytes of the train logits from a cold page cache in chunks, without
+    hashing and with each hash, interleaved: how much of a full verification is the disk's."""
+    from benchmark.distill.cache_store import HASHES, ChunkedArray
+
+    chunk = spec["chunk_rows"] * ChunkedArray(directory, spec).row_bytes
+    count = max(1, min(len(spec["checksums"]) - 1, limit // chunk))
+    buffer = memoryview(bytearray(chunk))
+
+    def reader(hash_fn):
+        def run() -> float:
+            evict(directory)
+            fd = os.open(directory / spec["file"], os.O_RDONLY)
+            try:
+                tick = time.perf_counter()
+                for k in range(count):
+                    os.preadv(fd, [buffer], spec["offset"] + k * chunk)
+                    if hash_fn is not None:
+                        hash_fn(buffer)
+                return time.perf_counter() - tick
+            finally:
+                os.close(fd)
+        return run
+
+    variants = {"read only": reader(None), **{f"read + {name}": reader(fn) for name, fn in HASHES.items()}}
+    times = interleave(variants, rounds=rounds, warmup=0)
+    gbps = {name: spread([count * chunk / 1e9 / t for t in values]).to_dict() for name, values in times.items()}
+    return gbps, ratio_summary(times["read + xxh3_128"], times["read only"]).to_dict()
 
 
 def _open_times(directory: Path, rounds: int, open_cache) -> tuple[dict, dict]:
@@ -239,6 +272,9 @@ def report(result: dict) -> str:
         "hash speed on chunks in memory: " + "; ".join(
             f"{name} {_fmt(v, 1, 'GB/s')}" for name, v in m["hash_gbps"].items()),
         f"  blake2b / xxh3_128 time: {_fmt(m['hash_blake2b_over_xxh3'], 1, 'x')}",
+        "cold sequential read of the first GB of train logits, by chunk: " + "; ".join(
+            f"{name} {_fmt(v, 1, 'GB/s')}" for name, v in m["cold_read_gbps"].items()),
+        f"  (read + xxh3_128) / read only, per round: {_fmt(m['cold_read_xxh3_over_plain'], 1, 'x')}",
         f"reader peak RSS: {m['reader_peak_rss_mb']:.0f} MB",
         f"machine at end: {result['load_end']}",
     ]

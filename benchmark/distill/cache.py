@@ -109,7 +109,7 @@ def cache_key(config: DictConfig, teacher: LoadedTeacher) -> tuple[str, dict]:
 
 
 def cache_root(config: DictConfig) -> Path:
-    return Path(str(config.env.cache_dir)).expanduser() / "teacher"
+    return Path(str(config.env.cache_dir)) / "teacher"
 
 
 def rebuild_command(meta: dict) -> str:
@@ -385,7 +385,7 @@ def _recheck_teacher_metric(teacher: LoadedTeacher, recheck: dict[str, float], t
 # -- the normal path -------------------------------------------------------------------------------
 def build_lock(config: DictConfig, key: str) -> FileLock:
     """One builder per cache key; the lock lives outside ``teacher/`` so listings never show it."""
-    return FileLock(Path(str(config.env.cache_dir)).expanduser() / ".locks" / f"teacher-{key}.lock")
+    return FileLock(Path(str(config.env.cache_dir)) / ".locks" / f"teacher-{key}.lock")
 
 
 def _superseded(root: Path, inputs: dict) -> list[Path]:

@@ -23,6 +23,7 @@ def test_small_run_reports_every_figure_and_cleans_up(tmp_path, capsys):
     # 300 + 100 + 100 rows of 3 x 3,129 fp16 logits, plus saliency, headers and meta.json
     assert result["bytes_on_disk"] > 500 * 3 * 3129 * 2 and result["files"] == 7
     assert set(measured["hash_gbps"]) == {"xxh3_128", "blake2b"}
+    assert set(measured["cold_read_gbps"]) == {"read only", "read + xxh3_128", "read + blake2b"}
     assert all(v["median"] > 0 for v in measured["batch_read_median_s"].values())
     assert measured["open_full_s"]["n"] == 1 and measured["full_verify_cold_gbps"] > 0
     for label in ("build peak RSS", "open, lazy verification", "first batch after opening", "machine at end"):
