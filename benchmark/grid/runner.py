@@ -236,8 +236,36 @@ def run_grid(
 
     launcher_cls = registry.get_launcher(launcher)  # a typo fails before any expansion work
     plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
+    validate_cells(plan)  # every cell, before any data is made or any cell trains
     backend = launcher_cls(plan.state_dir, workers=workers, threads=threads, **launcher_options)
     return GridRunner(plan, backend, console=console, live=live, retries=retries).run()
+
+
+def validate_cells(plan: Plan) -> None:
+    """Every cell of the plan through :func:`benchmark.config.validate.validate_config`.
+
+    A student's ``teacher=`` names a teacher cell of this grid that may not have trained
+    yet; it is checked against that cell's config. Problems shared by several cells (a bad
+    base value) are reported once, with the cells they concern.
+    """
+    from benchmark.config.validate import ConfigValidationError, ValidationContext, validate_config
+
+    context = ValidationContext(planned_teachers={c.run_id: c.config for c in plan.grid.cells if c.role == "teacher"})
+    cells_by_problem: dict[str, list[str]] = {}
+    for cell in plan.cells:
+        try:
+            validate_config(cell.config, context=context)
+        except ConfigValidationError as exc:
+            for failure in exc.failures:
+                cells_by_problem.setdefault(failure, []).append(cell.name)
+    if cells_by_problem:
+        failures = [f"{_cells_label(names)}: {problem}" for problem, names in cells_by_problem.items()]
+        raise ConfigValidationError(failures, where=f"Grid file {plan.grid.spec.path}")
+
+
+def _cells_label(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"cell{'s' if len(names) > 1 else ''} {', '.join(names[:shown])}{more}"
 
 
 def print_report(console: Console, report: GridReport) -> None:

@@ -19,6 +19,7 @@ import optuna
 from omegaconf import DictConfig
 
 from benchmark.config.loader import build_config
+from benchmark.config.validate import validate_config
 from benchmark.hpo.prepare import Prepared
 from benchmark.hpo.recovery import FAIL_REASON, OWNER, OwnerHeartbeat, counts_against_budget, owner_record
 from benchmark.hpo.spec import Objective, SearchSpec, to_arg
@@ -134,6 +135,7 @@ class TrialObjective:
         sampled = [to_arg(k, v) for k, v in params.items()]
         args = [*self.prepared.args, *sampled]
         config = build_config([*args, f"+hpo.study={self.study_name}", f"+hpo.trial={trial.number}"])
+        validate_config(config, where=f"trial {trial.number} ({' '.join(sampled)})")  # before its lock and W&B run
         run_id = compute_run_id(config)
         trial.set_user_attr("run_id", run_id)
         trial.set_user_attr("args", reproducible_args(args))

@@ -149,7 +149,14 @@ def _needs_teacher(spec: SearchSpec) -> bool:
 
 
 def _build(args: list[str], spec: SearchSpec) -> DictConfig:
+    """A config of the search, validated before the teacher trains; ``teacher=`` is checked
+    once the arguments name one (the student's base has none before the teacher exists)."""
+    from benchmark.config.validate import validate_config
+
     try:
-        return build_config(args)
+        config = build_config(args)
+        has_teacher = any(a.partition("=")[0].lstrip("+") == "teacher" for a in args)
+        validate_config(config, skip=() if has_teacher else ("teacher",))
+        return config
     except UserError as exc:
         raise UserError(f"Search file {spec.path}: {exc}") from exc

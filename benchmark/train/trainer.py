@@ -365,7 +365,7 @@ class Trainer:
             ckpt.save_best(self.run_dir, self.model, self.state.step, self.early_stop.criteria, value, self.info)
         self._log({"type": "val", **scores, **self.method.evaluation_log(), "epoch": self.state.epoch,
                    "best_so_far": self.early_stop.best_value})
-        bar.update(self.state.step, metric=value)
+        bar.update(self.state.step, metric=value, epoch=self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch)
         if self.dist.is_main:
             ckpt.save_training_state(
                 self.run_dir, self.model, self.optimizer, self.scheduler,
