@@ -243,7 +243,7 @@ OmegaConf.register_resolver("msd.per_size", _per_size, replace=True)
 
 
 def resolve(config: DictConfig) -> DictConfig:
-    """Resolve interpolations and expand ``~`` in the env paths; fail clearly on bad ones."""
+    """Resolve interpolations and normalise the env and data paths; fail clearly on bad ones."""
     return resolve_tree(OmegaConf.to_container(config, resolve=False))
 
 
@@ -257,8 +257,19 @@ def resolve_tree(tree: Any) -> DictConfig:
     for key in ("data_dir", "save_dir", "cache_dir"):
         value = config.env.get(key)
         if value:
-            config.env[key] = os.path.expanduser(str(value))
+            config.env[key] = normalise_path(str(value), resolve_links=key == "data_dir")
+    for node in (config.get("dataset_config") or {}).values():
+        if isinstance(node, DictConfig) and node.get("data_dir"):
+            node.data_dir = normalise_path(str(node.data_dir), resolve_links=True)
     return config
+
+
+def normalise_path(value: str, *, resolve_links: bool) -> str:
+    """One spelling per directory: ``~`` expanded, no trailing or doubled slash, and for data
+    (``resolve_links``) absolute with symlinks resolved, so that every way of naming the same
+    data builds the same config. Run and cache directories keep a relative path relative."""
+    path = os.path.expanduser(value)
+    return os.path.realpath(path) if resolve_links else os.path.normpath(path)
 
 
 def build_config(args: Sequence[str] = (), extra_overrides: Iterable[str] = ()) -> DictConfig:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from benchmark.data.fingerprint import dataset_files
+
+__all__ = ["dataset_files", "digest", "file_fingerprint", "path_fingerprint", "preprocessing_payload", "sha256_file"]
 
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
 
@@ -44,21 +47,6 @@ def path_fingerprint(path: Path) -> list[Any]:
                 "".join(f"{p.name}:{p.stat().st_size};" for p in entries).encode()).hexdigest()]
         return [path.name, [file_fingerprint(p) for p in entries]]
     return [path.name, "missing"]
-
-
-def dataset_files(dataset_cfg: DictConfig, splits: Iterable[str]) -> list[Path]:
-    root = Path(str(dataset_cfg.data_dir))
-    files: list[Path] = []
-    for section in ("annotations", "features", "images"):
-        if section != "annotations" and not dataset_cfg.get(f"use_{section}", section == "features"):
-            continue
-        node = dataset_cfg.get(section) or {}
-        for split in splits:
-            for rel in node.get(split, []) or []:
-                path = root / str(rel)
-                if path not in files:
-                    files.append(path)
-    return files
 
 
 def digest(payload: Any) -> str:

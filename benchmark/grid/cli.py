@@ -127,13 +127,20 @@ def sync(
     runs = find_offline_runs(directory)
     if not runs:
         raise GridError(f"No offline W&B runs (offline-run-*) under {directory or default_wandb_root()}.")
-    for path in runs:
-        console.print(str(path), highlight=False, soft_wrap=True)
+    from benchmark.tracking.wandb_logger import sync_waves
+
+    waves = sync_waves(runs)  # teachers, then caches, then students: artifacts before their users
+    for what, paths in waves:
+        console.print(f"{what}:", highlight=False)
+        for path in paths:
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
     if dry_run:
         return
-    command = [sys.executable, "-m", "wandb", "sync", *(["--include-synced"] if include_synced else []),
-               *map(str, runs)]
-    raise typer.Exit(subprocess.call(command))
+    for _, paths in waves:
+        code = subprocess.call([sys.executable, "-m", "wandb", "sync", *(["--include-synced"] if include_synced else []),
+                                *map(str, paths)])
+        if code:
+            raise typer.Exit(code)
 
 
 def default_wandb_root() -> Path:

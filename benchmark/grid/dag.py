@@ -129,7 +129,7 @@ def _cache_task(cell: Cell, teacher: Cell, data_id: str, grid: ExpandedGrid, tas
         tasks[task_id] = Task(
             id=task_id, kind=CACHE, label=f"cache {teacher.name}", deps=(data_id, train_id(teacher)),
             resources=teacher.resources,
-            payload={"kind": CACHE, "teacher": teacher.run_id, "name": teacher.name,
+            payload={"kind": CACHE, "teacher": teacher.run_id, "name": teacher.name, "group": grid.spec.group,
                      "config": OmegaConf.to_container(cell.config, resolve=True)},
         )
     return task_id

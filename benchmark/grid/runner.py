@@ -232,10 +232,13 @@ def run_grid(
     from benchmark.grid.cells import expand
     from benchmark.grid.dag import build_plan
     from benchmark.grid.spec import load_grid
+    from benchmark.grid.worker import make_data_first
     from benchmark.registry import registry
 
     launcher_cls = registry.get_launcher(launcher)  # a typo fails before any expansion work
     plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
+    if make_data_first(plan.tasks.values()):  # run ids hold the data's content: expand over the made data
+        plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
     validate_cells(plan)  # every cell, before any data is made or any cell trains
     backend = launcher_cls(plan.state_dir, workers=workers, threads=threads, **launcher_options)
     return GridRunner(plan, backend, console=console, live=live, retries=retries).run()

@@ -63,6 +63,17 @@ def run_data(task: dict[str, Any]) -> dict[str, Any]:
     return {"skipped": bool(summary.get("skipped"))}
 
 
+def make_data_first(tasks: Any) -> bool:
+    """Run the data tasks of a plan here, before any cell's run id is trusted; True when one
+    wrote data. Why first: a run id holds the content of the data, so ids computed while a
+    dataset is still missing name runs that will never exist; the grid expands again after."""
+    made = False
+    for task in tasks:
+        if task.kind == "data":
+            made |= not run_data(task.payload).get("skipped", False)
+    return made
+
+
 def run_cache(task: dict[str, Any]) -> dict[str, Any]:
     """Build (or validate) the teacher-output cache once, before its students start."""
     import torch

@@ -1,7 +1,11 @@
-"""Run ids: a hash of the resolved config minus keys that do not change the result.
+"""Run ids: a hash of the resolved config minus keys that do not change the result, and of
+the content of the data the run reads.
 
 The same grid cell always maps to the same directory, so it is never trained twice, and a
-re-run after a crash finds its own partial directory to resume from.
+re-run after a crash finds its own partial directory to resume from. The data enters as a
+fingerprint of its files' content with their paths relative to the dataset's ``data_dir``
+(:mod:`benchmark.data.fingerprint`), never as an absolute path: edited data is another run,
+while the same data under another directory, machine or spelling of the path is the same run.
 """
 
 from __future__ import annotations
@@ -57,11 +61,18 @@ def hashable_config(config: DictConfig) -> dict[str, Any]:
     for section, active in (("model_config", config.get("model")), ("dataset_config", config.get("dataset"))):
         if isinstance(container.get(section), dict):
             container[section] = {k: v for k, v in container[section].items() if k == active}
+    # Where the data lives is not what it is: the content enters through compute_run_id.
+    active_dataset = (container.get("dataset_config") or {}).get(config.get("dataset"))
+    if isinstance(active_dataset, dict):
+        active_dataset.pop("data_dir", None)
     return container
 
 
 def compute_run_id(config: DictConfig) -> str:
-    payload = json.dumps(hashable_config(config), sort_keys=True, default=str)
+    from benchmark.data.fingerprint import data_fingerprint
+
+    identity = {"config": hashable_config(config), "data": data_fingerprint(config).digest}
+    payload = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
     return f"{config.dataset}-{config.method}-{digest}"
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from benchmark.config.loader import dataset_node
 from benchmark.config.rules import rule_values
 from benchmark.data.build import build_dataloader, build_dataset
+from benchmark.data.fingerprint import data_fingerprint, refuse_changed_data
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.models.build import build_model, describe_model
 from benchmark.registry import registry
@@ -82,6 +83,8 @@ def run_experiment(
         return RunResult(run_id, run, {"status": "scored", "dataset": config.dataset, **scored})
     if run.is_complete():
         return RunResult(run_id, run, run.read_summary() or {}, skipped=True)
+    if config.checkpoint.resume and run.file(ckpt.LAST).exists():
+        refuse_changed_data(config, (run.read_summary() or {}).get("data_fingerprint"), run_id)
     return Trainer(config, run, progress=progress, callbacks=callbacks).run()
 
 
@@ -153,6 +156,7 @@ class Trainer:
             "seed": int(c.training.seed),
             "teacher": c.get("teacher"),
             "run_name": c.get("run_name"),
+            "data_fingerprint": data_fingerprint(c).to_dict(),  # what a resume must find unchanged
             "rules": rule_values(c),
             "git_commit": git_commit(),
             "environment": environment(),

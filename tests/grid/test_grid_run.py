@@ -102,8 +102,11 @@ def test_a_failing_cell_does_not_stop_the_grid(tmp_path, grid_tools):
 
 def test_offline_wandb_runs_hold_config_metrics_and_group(finished_smoke, grid_tools):
     root, _ = finished_smoke
-    runs = {r["name"]: r for r in grid_tools.offline_runs(root / "wandb")}
+    offline = grid_tools.offline_runs(root / "wandb")
+    runs = {r["name"]: r for r in offline if r["job_type"] != "cache"}
     assert set(runs) == CELLS
+    (cache_run,) = [r for r in offline if r["job_type"] == "cache"]  # the one teacher cache, between
+    assert cache_run["group"] == "smoke" and cache_run["exit_code"] == 0  # the teacher and its students
     run_ids = {run.run_id for run in _runs(root)}
     for name, run in runs.items():
         assert run["group"] == "smoke" and run["project"] == "msd-benchmark" and run["exit_code"] == 0
@@ -111,11 +114,13 @@ def test_offline_wandb_runs_hold_config_metrics_and_group(finished_smoke, grid_t
         assert run["config"]["training"]["seed"] == 0 and run["config"]["run_id"] in run_ids
         final = [row for row in run["history"] if "test/hateful_memes/roc_auc@image" in row]
         assert final and final[-1]["trainer/global_step"] > 0 and "val/hateful_memes/roc_auc" in final[-1]
-        assert any(a["type"] == "model" and a["refs"][0].startswith("file://") for a in run["artifacts"])
+        (model,) = [a for a in run["artifacts"] if a["type"] == "model" and not a["used"]]
+        assert "checkpoint.pt" in model["entries"] and not any(r.startswith("file://") for r in model["refs"])
     msd = runs["hateful_memes/msd-instance/seed0"]
     hist = next(row["weight/image_hist"] for row in msd["history"] if "weight/image_hist" in row)
     assert hist["_type"] == "histogram" and len(hist["bins"]) == 21 and len(hist["values"]) == 20
-    assert any(a["type"] == "teacher-cache" for a in msd["artifacts"])
+    assert [a["name"] for a in msd["artifacts"] if a["type"] == "teacher-cache" and a["used"]] == \
+        [a["name"] for a in cache_run["artifacts"] if a["type"] == "teacher-cache" and not a["used"]]
     assert any("predictions" in row for row in msd["history"])
     assert json.loads(json.dumps(msd["config"]))["method"] == "msd"
 
