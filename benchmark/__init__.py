@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 
 VIEWS: tuple[str, ...] = ("multi", "image", "text")
 """The three views of a sample (docs/protocol.md §3.1): full input, image only, text only."""
+
+MODALITIES: tuple[str, ...] = ("image", "text")
+"""The two modalities, in the order every saliency, weight and cache column uses. They are also
+MSD's auxiliary views: the image-only and the text-only predictions (docs/protocol.md §4)."""

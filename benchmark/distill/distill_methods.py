@@ -14,16 +14,15 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from benchmark import VIEWS
+from benchmark import MODALITIES, VIEWS
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.cache import TeacherCache, get_teacher_cache
-from benchmark.distill.losses import divergence_for_task, kd_objective, msd_objective
 from benchmark.distill.meta import MetaWeightLearner, cycle
 from benchmark.distill.methods import Method
-from benchmark.distill.saliency import compute_saliency
-from benchmark.distill.teacher import LoadedTeacher, load_teacher
-from benchmark.distill.weighting import Learned, WeightingScheme, build_weighting
+from benchmark.distill.objective import DistillTerms, build_objective
+from benchmark.distill.teacher import LoadedTeacher, check_views_match, load_teacher
+from benchmark.distill.weighting import Learned, WeightingScheme
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
 from benchmark.train.batching import to_device
@@ -33,33 +32,42 @@ HIST_BINS = np.linspace(0.0, 2.0, 21)  # weights live in [0, M] with M = 2
 
 
 class DistillMethod(Method):
+    """A student that reads a teacher; its loss is :class:`DistillObjective` with the method's scheme."""
+
     needs_teacher = True
 
     def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
         super().__init__(config, info)
-        self.label_loss_fn = self.label_loss
-        self.divergence = divergence_for_task(info.task)
-        self.alpha = float(config.distill.alpha)
-        self.tau = float(config.distill.temperature)
         self.source = str(config.distill.teacher_source)
         if self.source not in ("cache", "live"):
             raise ConfigError(f"distill.teacher_source must be 'cache' or 'live', got {self.source!r}")
-        # [rule] mean over classes (docs/protocol.md §4.3); 'sum' puts D on the label loss's per-class-sum scale.
-        reduction = str(config.distill.get("class_reduction", "mean"))
-        if reduction not in ("mean", "sum"):
-            raise ConfigError(f"distill.class_reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.div_scale = float(info.num_labels) if reduction == "sum" and info.task != "single_label" else 1.0
+        self.objective = build_objective(
+            alpha=float(config.distill.alpha), temperature=float(config.distill.temperature),
+            weighting=self.weighting_name(config), weighting_params=config.distill.weighting_params,
+            saliency=str(config.distill.saliency),
+            # [rule] mean over classes (docs/protocol.md §4.3); 'sum' puts D on the label loss's per-class-sum scale.
+            class_reduction=str(config.distill.get("class_reduction", "mean")),
+        )
+        self.scheme: WeightingScheme = self.objective.scheme
         self.teacher: LoadedTeacher | None = None
         self.cache: TeacherCache | None = None
+
+    @classmethod
+    def weighting_name(cls, config: DictConfig) -> str:
+        """The weighting scheme this method trains with (``kd``: none, whatever ``weighting`` says)."""
+        return str(config.weighting)
 
     def prepare(self, trainer: Any) -> None:
         self.device = trainer.device
         self.teacher = load_teacher(self.config, self.info, self.device)
+        check_views_match(self.config, self.teacher.config)
         if self.source == "cache":
             with main_first(trainer.dist):  # rank 0 builds the cache once; the other ranks open it
                 self.cache = get_teacher_cache(
                     self.config, self.teacher, self.device, spot_check_samples=int(self.config.distill.cache_spot_check)
                 )
+        if self.objective.needs_population:
+            self.objective.setup(self._population_saliency(trainer))
 
     def teacher_logits(self, batch: dict) -> dict[str, Tensor]:
         if self.cache is not None:
@@ -67,26 +75,63 @@ class DistillMethod(Method):
         with torch.no_grad():
             return {v: t.float() for v, t in self.teacher.model.forward_views(batch, VIEWS).items()}
 
-    def div(self, teacher: Tensor, student: Tensor) -> Tensor:
-        return self.div_scale * self.divergence(teacher, student, temperature=self.tau, reduction="none")
+    def cached_saliency(self, batch: dict) -> dict[str, Tensor] | None:
+        """The teacher cache's saliency of this batch, or None with a live teacher (then it is computed)."""
+        if self.cache is None:
+            return None
+        sal = self.cache.saliency("train", batch["sample_index"], self.objective.saliency_definition)
+        return {m: t.to(self.device) for m, t in sal.items()}
+
+    def _population_saliency(self, trainer: Any) -> dict[str, float]:
+        definition = self.objective.saliency_definition
+        indices = np.asarray(trainer.train_set.sample_indices)
+        if self.cache is not None:
+            return self.cache.population_saliency("train", indices, definition)
+        totals = dict.fromkeys(MODALITIES, 0.0)
+        loader = build_dataloader(trainer.train_set, batch_size=int(self.config.training.batch_size) * 2, shuffle=False)
+        for batch in loader:
+            batch = to_device(batch, self.device)
+            sal = self.objective.saliency_of(self.teacher_logits(batch), batch["targets"], self.info.task)
+            for m in totals:
+                totals[m] += float(sal[m].sum())
+        return {m: v / len(trainer.train_set) for m, v in totals.items()}
+
+    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        objective, targets, task = self.objective, batch["targets"], self.info.task
+        student = model.forward_views(batch, objective.student_views)
+        teacher = self.teacher_logits(batch)
+        terms = objective.terms(student, teacher, targets, task, self.label_loss)
+        if not objective.aux_views:
+            return objective.combine(terms, None)
+        saliency = objective.teacher_saliency(teacher, targets, task, lambda: self.cached_saliency(batch))
+        weights, extra = self._weights(model, saliency, terms)
+        self._remember(weights, terms.label.shape[0])
+        total, logged = objective.combine(terms, weights)
+        return total, {**logged, **extra}
+
+    def _weights(self, model: torch.nn.Module, saliency: Any, terms: DistillTerms) -> tuple[dict, dict[str, Tensor]]:
+        """The auxiliary weights of this batch (and the meta step's log when the scheme is learned)."""
+        return self.objective.weights(saliency, terms.aux), {}
+
+    def _remember(self, weights: dict, batch_size: int) -> None:  # noqa: B027 - MSD keeps them for its log
+        """Hook: MSD records the weights for its evaluation log."""
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out.update({"teacher_run": self.teacher.run.run_id if self.teacher else None, "teacher_source": self.source,
-                    "teacher_cache": str(self.cache.path) if self.cache else None, "alpha": self.alpha,
-                    "temperature": self.tau, "divergence_scale": self.div_scale})
+                    "teacher_cache": str(self.cache.path) if self.cache else None, "alpha": self.objective.alpha,
+                    "temperature": self.objective.temperature,
+                    "divergence_scale": self.objective.divergence_scale(self.info.task, self.info.num_labels)})
         return out
 
 
 @registry.register_method("kd")
 class KD(DistillMethod):
-    """``(1-α)·ℓ + α·D_τ(T(multi), S(multi))``."""
+    """``(1-α)·ℓ + α·D_τ(T(multi), S(multi))``: the shared objective without auxiliary terms."""
 
-    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        student = model(batch, "multi")
-        teacher = self.teacher_logits(batch)["multi"]
-        label = self.label_loss_fn(student, batch["targets"], reduction="none")
-        return kd_objective(label, self.div(teacher, student), self.alpha)
+    @classmethod
+    def weighting_name(cls, config: DictConfig) -> str:
+        return "none"
 
 
 @registry.register_method("msd")
@@ -95,9 +140,7 @@ class MSD(DistillMethod):
 
     def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
         super().__init__(config, info)
-        self.scheme: WeightingScheme = build_weighting(str(config.weighting), config.distill.weighting_params)
-        self.saliency_definition = str(config.distill.saliency)
-        self.student_views = ("multi", *self.scheme.views)
+        self.saliency_definition = self.objective.saliency_definition
         self.meta: MetaWeightLearner | None = None
         self._weights_seen: dict[str, list[Tensor]] = {m: [] for m in self.scheme.views}
 
@@ -114,59 +157,27 @@ class MSD(DistillMethod):
 
     def prepare(self, trainer: Any) -> None:
         super().prepare(trainer)
-        if self.scheme.needs_saliency:
-            self.scheme.setup(self._population_saliency(trainer))
         if isinstance(self.scheme, Learned):
             self.scheme.net.to(self.device)
             meta_set = build_dataset(self.config, "meta")
             loader = build_dataloader(meta_set, batch_size=int(self.config.training.batch_size), shuffle=True,
                                       seed=int(self.config.training.seed))
             p = self.config.distill.weighting_params
-            self.meta = MetaWeightLearner(self.scheme, cycle(loader), self.label_loss_fn, meta_lr=float(p.meta_lr),
+            self.meta = MetaWeightLearner(self.scheme, cycle(loader), self.label_loss, meta_lr=float(p.meta_lr),
                                           inner_lr=float(p.inner_lr), every=int(p.every), device=self.device)
 
-    def _population_saliency(self, trainer: Any) -> dict[str, float]:
-        indices = np.asarray(trainer.train_set.sample_indices)
-        if self.cache is not None:
-            return self.cache.population_saliency("train", indices, self.saliency_definition)
-        totals = {"image": 0.0, "text": 0.0}
-        loader = build_dataloader(trainer.train_set, batch_size=int(self.config.training.batch_size) * 2, shuffle=False)
-        for batch in loader:
-            batch = to_device(batch, self.device)
-            sal = self.teacher_saliency(batch, self.teacher_logits(batch))
-            for m in totals:
-                totals[m] += float(sal[m].sum())
-        return {m: v / len(trainer.train_set) for m, v in totals.items()}
-
-    def teacher_saliency(self, batch: dict, teacher: dict[str, Tensor]) -> dict[str, Tensor]:
-        if self.cache is not None:
-            sal = self.cache.saliency("train", batch["sample_index"], self.saliency_definition)
-            return {m: t.to(self.device) for m, t in sal.items()}
-        return compute_saliency(teacher, batch["targets"], self.info.task, method=self.saliency_definition)
-
-    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        student = model.forward_views(batch, self.student_views)
-        teacher = self.teacher_logits(batch)
-        label = self.label_loss_fn(student["multi"], batch["targets"], reduction="none")
-        kd = self.div(teacher["multi"], student["multi"])
-        aux = {m: self.div(teacher[m], student[m]) for m in self.scheme.views}
-        saliency = self.teacher_saliency(batch, teacher) if self.scheme.needs_saliency else None
-        extra: dict[str, Tensor] = {}
-        if self.meta is not None:
-            meta_terms = self.meta.maybe_step(
-                model,
-                lambda w: msd_objective(label, kd, aux, w, self.alpha)[0],
-                lambda: self.scheme.weights(saliency, aux),
-                lambda b: to_device(b, self.device),
-            )
-            extra = {k: torch.tensor(v) for k, v in meta_terms.items()}
-            with torch.no_grad():
-                weights = self.scheme.weights(saliency, aux)
-        else:
-            weights = self.scheme.weights(saliency, aux)
-        self._remember(weights, label.shape[0])
-        total, terms = msd_objective(label, kd, aux, weights, self.alpha)
-        return total, {**terms, **extra}
+    def _weights(self, model: torch.nn.Module, saliency: Any, terms: DistillTerms) -> tuple[dict, dict[str, Tensor]]:
+        if self.meta is None:
+            return self.objective.weights(saliency, terms.aux), {}
+        meta_terms = self.meta.maybe_step(
+            model,
+            lambda w: self.objective.combine(terms, w)[0],
+            lambda: self.objective.weights(saliency, terms.aux),
+            lambda b: to_device(b, self.device),
+        )
+        with torch.no_grad():
+            weights = self.objective.weights(saliency, terms.aux)
+        return weights, {k: torch.tensor(v) for k, v in meta_terms.items()}
 
     def _remember(self, weights: dict, batch_size: int) -> None:
         for m in self.scheme.views:
@@ -197,4 +208,4 @@ class MSD(DistillMethod):
 
     def summary(self) -> dict[str, Any]:
         return {**super().summary(), "weighting_scheme": self.scheme.describe(),
-                "saliency_definition": self.saliency_definition}
+                "saliency_definition": self.objective.saliency_definition}

@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark import MODALITIES
 from benchmark.data.info import TASKS
 from benchmark.registry import registry
 
 REDUCTIONS = ("none", "mean", "sum")
-AUX_VIEWS = ("image", "text")
-"""Views that get an auxiliary MSD term: the modality-specific predictions (§4)."""
 
 LABEL_LOSS_FOR_TASK: dict[str, str] = {
     "single_label": "cross_entropy",
@@ -142,8 +141,15 @@ def _lookup(table: dict[str, str], task: str, what: str) -> str:
     return table[task]
 
 
-def label_loss_for_task(task: str) -> Callable[..., Tensor]:
-    """The label loss ℓ of a task: ``cross_entropy`` (single-label) or ``logit_bce`` (§4)."""
+def label_loss_for_task(task: str, configured: str | None = None) -> Callable[..., Tensor]:
+    """The label loss ℓ: the one place that resolves it, for the trainer's methods, the MMF loss and
+    the ``loss`` saliency (§4).
+
+    ``configured`` is a dataset's ``loss`` key (MMF's ``losses``), which wins when given; without
+    it the task decides: ``cross_entropy`` (single-label) or ``logit_bce`` (multi-label, soft score).
+    """
+    if configured:
+        return registry.get_loss(str(configured))
     return registry.get_loss(_lookup(LABEL_LOSS_FOR_TASK, task, "label_loss_for_task"))
 
 
@@ -180,16 +186,6 @@ def _logged(terms: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value.detach() for key, value in terms.items()}
 
 
-def student_only_objective(label_loss: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Student trained on labels only: the batch mean of ``ℓ(y, z_S(multi))`` (§4).
-
-    Returns ``(total, terms)``; ``total`` carries the graph, ``terms`` are detached for logging.
-    """
-    ell = _per_sample(label_loss, "label_loss")
-    total = ell.mean()
-    return total, _logged({"loss/label": total, "loss/total": total})
-
-
 def kd_objective(label_loss: Tensor, kd_div: Tensor, alpha: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Standard KD: batch mean of ``(1 − α) ℓ + α D_τ(T(multi), S(multi))`` (§4)."""
     _check_alpha(alpha)
@@ -221,9 +217,9 @@ def msd_objective(
     ``weight/<m>_mean`` and ``loss/total``.
     """
     _check_alpha(alpha)
-    unknown = set(aux_div) - set(AUX_VIEWS)
+    unknown = set(aux_div) - set(MODALITIES)
     if unknown:
-        raise ValueError(f"aux_div views must be among {AUX_VIEWS}, got {sorted(unknown)}")
+        raise ValueError(f"aux_div views must be among {MODALITIES}, got {sorted(unknown)}")
     missing = [view for view in aux_div if view not in weights]
     if missing:
         raise ValueError(f"weights are missing for aux views {missing}")
@@ -232,7 +228,7 @@ def msd_objective(
     div = _per_sample(kd_div, "kd_div", batch)
     per_sample = (1 - alpha) * ell + alpha * div
     terms: dict[str, Tensor] = {"loss/label": ell.mean(), "loss/kd": div.mean()}
-    for view in AUX_VIEWS:
+    for view in MODALITIES:
         if view not in aux_div:
             continue
         d_m = _per_sample(aux_div[view], f"aux_div[{view!r}]", batch)

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from benchmark.data.info import DatasetInfo
+from benchmark.distill.losses import label_loss_for_task
 from benchmark.registry import registry
 
 
@@ -27,7 +28,7 @@ class Method(abc.ABC):
         self.config = config
         self.info = info
         dataset_cfg = config.dataset_config[config.dataset]
-        self.label_loss = registry.get_loss(str(dataset_cfg.loss))
+        self.label_loss = label_loss_for_task(info.task, dataset_cfg.get("loss"))
 
     @classmethod
     def distributed_refusal(cls, config: DictConfig) -> str | None:

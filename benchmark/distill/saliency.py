@@ -26,11 +26,11 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from benchmark import MODALITIES, VIEWS
 from benchmark.data.info import TASKS
 from benchmark.distill.losses import divergence_for_task, label_loss_for_task
 from benchmark.registry import registry
 
-MODALITIES = ("image", "text")
 WITHOUT = {"image": "text", "text": "image"}
 """The view in which modality m is removed: without the image is the text view, and vice versa."""
 
@@ -38,14 +38,14 @@ WITHOUT = {"image": "text", "text": "image"}
 def _check_views(logits: Mapping[str, Tensor], task: str, name: str) -> None:
     if task not in TASKS:
         raise ValueError(f"{name} saliency: task must be one of {TASKS}, got {task!r}")
-    missing = [view for view in ("multi", "image", "text") if view not in logits]
+    missing = [view for view in VIEWS if view not in logits]
     if missing:
         raise ValueError(f"{name} saliency needs logits for the views multi, image, text; missing {missing}")
     shape = logits["multi"].shape
     if len(shape) != 2 or any(logits[view].shape != shape for view in MODALITIES):
         raise ValueError(
             f"{name} saliency: every view's logits must be the same [B, C]; got "
-            + ", ".join(f"{view}={tuple(logits[view].shape)}" for view in ("multi", *MODALITIES))
+            + ", ".join(f"{view}={tuple(logits[view].shape)}" for view in VIEWS)
         )
 
 

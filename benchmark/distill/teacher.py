@@ -57,3 +57,21 @@ def load_teacher(config: DictConfig, info: DatasetInfo, device: torch.device) ->
     for param in model.parameters():
         param.requires_grad_(False)
     return LoadedTeacher(run=run, config=teacher_config, model=model, summary=run.read_summary() or {})
+
+
+def check_views_match(student_config: DictConfig, teacher_config: DictConfig) -> None:
+    """Refuse a student whose ``views.removal`` differs from its teacher's.
+
+    Why refuse rather than key the cache on the student's rule too: the teacher's image-only
+    and text-only logits are made by the teacher's own rule, cached or live, and MSD's
+    auxiliary terms compare them with the student's views of the same name. Under two rules
+    ``D(T(image), S(image))`` would compare two different inputs, whatever the cache held.
+    """
+    student = str(student_config.views.removal)
+    teacher = str(teacher_config.get("views", {}).get("removal", "drop"))
+    if student != teacher:
+        raise ConfigError(
+            f"views.removal={student} for this student, but its teacher was trained with views.removal={teacher}: "
+            "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
+            f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
+        )

@@ -17,10 +17,10 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from benchmark import MODALITIES
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
 
-MODALITIES = ("image", "text")
 M = len(MODALITIES)
 
 Weights = dict[str, Tensor | float]
@@ -47,18 +47,28 @@ def instance_weights(saliency: Mapping[str, Tensor], temperature: float = 1.0) -
 
 # -- schemes -------------------------------------------------------------------------------------
 class WeightingScheme(abc.ABC):
-    """Per-sample auxiliary weights. ``views`` are the aux views with a non-zero weight,
-    so the student is not run on a view whose term is always 0."""
+    """Per-sample auxiliary weights. A scheme declares what it reads, and the objective
+    (:mod:`benchmark.distill.objective`) computes nothing else:
+
+    * ``views``: the aux views with a non-zero weight, so the student is not run on a view
+      whose term is always 0;
+    * ``needs_saliency``: :meth:`weights` reads the teacher's per-sample saliency (else it gets None);
+    * ``needs_population``: :meth:`setup` reads the teacher's dataset-level saliency, which costs a
+      pass over the training split with a live teacher (else ``setup`` is never called);
+    * ``learned``: the weights come from a network trained by the meta step.
+    """
 
     views: tuple[str, ...] = MODALITIES
     needs_saliency: bool = False
+    needs_population: bool = False
     learned: bool = False
 
     def __init__(self, params: DictConfig | None = None) -> None:
         self.params = params or DictConfig({})
 
     def setup(self, population_saliency: Mapping[str, float] | None) -> None:  # noqa: B027 - optional hook
-        """Called once with the teacher's dataset-level saliency on the training split."""
+        """Called once, for ``needs_population`` schemes only, with the teacher's dataset-level
+        saliency on the training split."""
 
     @abc.abstractmethod
     def weights(self, saliency: Mapping[str, Tensor] | None, aux: Mapping[str, Tensor] | None = None) -> Weights:
@@ -108,9 +118,9 @@ class OnlyText(_Constant):
 
 @registry.register_weighting("population")
 class Population(_Constant):
-    """Dataset-level saliency, fixed for the whole run."""
+    """Dataset-level saliency, fixed for the whole run: per-sample saliency is never read."""
 
-    needs_saliency = True
+    needs_population = True
 
     def setup(self, population_saliency: Mapping[str, float] | None) -> None:
         if population_saliency is None:

@@ -241,13 +241,13 @@ def _attach_teacher(method: Any, config: DictConfig, teacher_config: DictConfig 
     scheme = getattr(method, "scheme", None)
     if scheme is None:
         return
-    if scheme.needs_saliency:
+    if scheme.needs_population:
         stand_in = MemoryTeacherOutputs(data.info.num_labels, registry.names("saliency"))
         scheme.setup(stand_in.population_saliency("train", None, str(config.distill.saliency)))
     if getattr(scheme, "learned", False):
         scheme.net.to(device)
         p = config.distill.weighting_params
-        method.meta = MetaWeightLearner(scheme, itertools.repeat(batch), method.label_loss_fn,
+        method.meta = MetaWeightLearner(scheme, itertools.repeat(batch), method.label_loss,
                                         meta_lr=float(p.meta_lr), inner_lr=float(p.inner_lr), every=int(p.every),
                                         device=device)
 

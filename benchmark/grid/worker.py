@@ -91,6 +91,10 @@ def run_cache(task: dict[str, Any]) -> dict[str, Any]:
     teacher = load_teacher(config, info, device)
     cache = get_teacher_cache(config, teacher, device, spot_check_samples=int(config.distill.cache_spot_check))
     print(f"teacher cache for {task['teacher']}: {cache.path}")
+    if launcher_rank() == 0:  # W&B lineage: a run of job type "cache" between teacher and students
+        from benchmark.tracking.wandb_logger import log_cache_lineage
+
+        log_cache_lineage(config, cache.path, group=task.get("group"), name=f"{task['name']}/cache")
     return {"cache": str(cache.path)}
 
 

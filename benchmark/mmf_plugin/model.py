@@ -20,6 +20,7 @@ from mmf.common.registry import registry
 from mmf.models.base_model import BaseModel
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark import MODALITIES
 from benchmark.mmf_plugin.loss import MSDKDLoss
 from benchmark.mmf_plugin.objective import output_key
 from benchmark.mmf_plugin.teachers import Teacher, load_teacher, raw_forward
@@ -64,7 +65,7 @@ class MSDStudent(BaseModel):
         from mmf.utils.build import build_model
 
         self.student = build_model(self._student_config())
-        self.teacher = load_teacher(self.config.teacher, self._saliency_definition())
+        self.teacher = load_teacher(self.config.teacher)
         logger.info(f"msd_student: student {self.config.student_model}, teacher {self.teacher.describe()}")
 
     def _criteria(self) -> list[MSDKDLoss]:
@@ -78,19 +79,21 @@ class MSDStudent(BaseModel):
         return "divergence"
 
     def init_losses(self) -> None:
-        """MMF's losses, then the teacher's dataset-level saliency for ``population`` weighting."""
+        """MMF's losses, then the teacher's dataset-level saliency for the schemes that declare
+        ``needs_population`` (it is read from the teacher only when one of them asks)."""
         super().init_losses()
-        population = self.teacher.population_saliency if self.teacher is not None else None
         for criterion in self._criteria():
             objective = criterion.objective
-            if objective.weighting == "population" and objective.population_saliency is None and population:
-                objective.setup(population)
+            if objective.needs_population and objective.population_saliency is None and self.teacher is not None:
+                population = self.teacher.population_saliency(self._saliency_definition())
+                if population:
+                    objective.setup(population)
 
     @property
     def aux_views(self) -> tuple[str, ...]:
         """The student views some ``msd_kd`` loss weights (none for plain KD)."""
         views = {v for criterion in self._criteria() for v in criterion.objective.aux_views}
-        return tuple(v for v in ("image", "text") if v in views)
+        return tuple(v for v in MODALITIES if v in views)
 
     def get_optimizer_parameters(self, config: DictConfig) -> Any:
         if hasattr(self.student, "get_optimizer_parameters"):

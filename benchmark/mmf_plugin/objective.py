@@ -1,11 +1,11 @@
-"""The ``msd_kd`` objective on MMF model outputs, with the maths of :mod:`benchmark.distill`.
+"""The ``msd_kd`` objective on MMF model outputs: the suite's own objective, fed from MMF's keys.
 
-Why a separate module: "one implementation, two front ends". Nothing here re-implements a
-divergence, a label loss, a weighting scheme or the MSD objective; it only maps MMF's
-``model_output``/``sample_list`` keys onto :func:`benchmark.distill.losses.msd_objective`
-(or ``kd_objective``) and the registered weighting schemes, so the MMF loss and the suite's
-``method=msd`` give the same number on the same logits. It imports no MMF code, so the CI
-tests run it without MMF.
+Why a separate module: "one implementation, two front ends". The maths (class reduction,
+divergence scale, saliency lookup, weighting, the objective) is
+:class:`benchmark.distill.objective.DistillObjective`, built by the same
+:func:`~benchmark.distill.objective.build_objective` as the suite's ``method=kd|msd``; this module
+only maps MMF's ``model_output``/``sample_list`` keys onto it, so the MMF loss and the suite give
+the same number on the same logits. It imports no MMF code, so the CI tests run it without MMF.
 
 Keys read from ``model_output`` (written by ``msd_student``): ``scores`` (student, multi
 view), ``scores_<view>`` (student, image/text), ``teacher_scores`` and
@@ -19,15 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from benchmark import MODALITIES, VIEWS
 from benchmark.data.info import TASKS
-from benchmark.distill.losses import divergence_for_task, kd_objective, label_loss_for_task, msd_objective
-from benchmark.distill.saliency import compute_saliency
-from benchmark.distill.weighting import MODALITIES, WeightingScheme, build_weighting
+from benchmark.distill.losses import label_loss_for_task
+from benchmark.distill.objective import DistillObjective, build_objective
 from benchmark.errors import ConfigError
-from benchmark.registry import registry
 
 TEACHER = "teacher_scores"
 
@@ -56,11 +54,6 @@ def infer_task(targets: Tensor, task: str = "auto") -> str:
     return "single_label" if targets.dim() == 1 or (targets.dim() == 2 and targets.size(1) == 1) else "multi_label"
 
 
-def weighting_views(name: str) -> tuple[str, ...]:
-    """The auxiliary views a scheme weights non-zero: the student views ``msd_student`` must run."""
-    return tuple(registry.get_weighting(name).views)
-
-
 @dataclass
 class MSDKDObjective:
     """``(1-α)ℓ + α D(multi) [+ Σ_m w_m D(m)]`` on MMF outputs; see the module docstring.
@@ -77,78 +70,70 @@ class MSDKDObjective:
     task: str = "auto"
     class_reduction: str = "mean"
     population_saliency: Mapping[str, float] | None = None
-    scheme: WeightingScheme = field(init=False)
+    objective: DistillObjective = field(init=False)
     last_terms: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.class_reduction not in ("mean", "sum"):
-            raise ConfigError(f"msd_kd: params.class_reduction must be 'mean' or 'sum', got {self.class_reduction!r}")
-        params = self.weighting_params
-        params = params if isinstance(params, DictConfig) else OmegaConf.create(dict(params or {}))
-        self.scheme = build_weighting(str(self.weighting), params)
-        if self.scheme.learned:
+        self.objective = build_objective(
+            alpha=self.alpha, temperature=self.temperature, weighting=str(self.weighting),
+            weighting_params=self.weighting_params, saliency=self.saliency, class_reduction=self.class_reduction,
+            where="msd_kd: params.",
+        )
+        if self.objective.scheme.learned:
             raise ConfigError(
                 "msd_kd: weighting=learned needs the suite's meta-learning step (a virtual SGD step "
                 "of the student on a held-out meta batch), which MMF's trainer cannot run. Use "
                 "`msd run method=msd weighting=learned`, or a fixed scheme (uniform, population, "
                 "instance, only_image, only_text, none) here."
             )
-        self._ready = str(self.weighting) != "population"  # the one scheme with a setup step
+        self._ready = not self.objective.needs_population  # only such a scheme has a setup step
         if self.population_saliency is not None:
             self.setup(self.population_saliency)
 
     @property
+    def scheme(self):
+        return self.objective.scheme
+
+    @property
     def aux_views(self) -> tuple[str, ...]:
-        return tuple(self.scheme.views)
+        return self.objective.aux_views
+
+    @property
+    def needs_population(self) -> bool:
+        return self.objective.needs_population
 
     def setup(self, population_saliency: Mapping[str, float] | None) -> None:
-        """Give the scheme the teacher's dataset-level saliency (``population`` needs it)."""
+        """Give the scheme the teacher's dataset-level saliency (a ``needs_population`` scheme reads it)."""
         if population_saliency is not None:
             self.population_saliency = {m: float(population_saliency[m]) for m in MODALITIES}
-        self.scheme.setup(self.population_saliency)
+        if self.objective.needs_population:
+            self.objective.setup(self.population_saliency)
         self._ready = True
 
-    def _divergence(self, task: str, num_classes: int):
-        divergence = divergence_for_task(task)
-        scale = float(num_classes) if self.class_reduction == "sum" and task != "single_label" else 1.0
-
-        def div(teacher: Tensor, student: Tensor) -> Tensor:
-            return scale * divergence(teacher.float(), student.float(), temperature=self.temperature, reduction="none")
-
-        return div
-
-    def teacher_saliency(self, model_output: Mapping[str, Any], targets: Tensor, task: str) -> dict[str, Tensor]:
-        """Per-sample saliency: the cached values when the model passed them, else from the teacher's views."""
+    def _cached_saliency(self, model_output: Mapping[str, Any]) -> dict[str, Tensor] | None:
         if all(saliency_key(m) in model_output for m in MODALITIES):
             return {m: model_output[saliency_key(m)].float() for m in MODALITIES}
-        logits = {v: model_output[output_key(v, teacher=True)].float() for v in ("multi", *MODALITIES)}
-        return compute_saliency(logits, targets, task, method=self.saliency)
+        return None
 
     def __call__(self, model_output: Mapping[str, Any], targets: Tensor) -> Tensor:
         """The scalar loss; detached terms (suite names: ``loss/kd``, ``weight/image_mean`` …) in ``last_terms``."""
         if not self._ready:
             raise ConfigError(
-                "msd_kd: weighting=population needs the teacher's dataset-level saliency: a suite "
+                f"msd_kd: weighting={self.weighting} needs the teacher's dataset-level saliency: a suite "
                 "teacher with a teacher cache, or params.population_saliency: {image: .., text: ..}."
             )
-        missing = [k for k in (output_key("multi"), output_key("multi", True)) if k not in model_output]
-        missing += [output_key(v, t) for v in self.aux_views for t in (False, True) if output_key(v, t) not in model_output]
+        views = self.objective.student_views
+        missing = [output_key(v, t) for v in views for t in (False, True) if output_key(v, t) not in model_output]
         if missing:
             raise KeyError(
                 f"msd_kd: model_output has no {missing}. Use it with model=msd_student, which returns the "
                 "student's and the teacher's view logits."
             )
-        student = model_output[output_key("multi")]
+        student = {v: model_output[output_key(v)].float() for v in views}
+        teacher_views = VIEWS if self.objective.needs_saliency else views
+        teacher = {v: model_output[output_key(v, True)].float() for v in teacher_views}
         task = infer_task(targets, self.task)
-        div = self._divergence(task, student.shape[-1])
-        label = label_loss_for_task(task)(student.float(), targets, reduction="none")
-        kd = div(model_output[output_key("multi", True)], student)
-        if not self.aux_views:
-            total, terms = kd_objective(label, kd, self.alpha)
-        else:
-            aux = {m: div(model_output[output_key(m, True)], model_output[output_key(m)]) for m in self.aux_views}
-            saliency = self.teacher_saliency(model_output, targets, task) if self.scheme.needs_saliency else None
-            weights = self.scheme.weights(saliency, aux)
-            total, terms = msd_objective(label, kd, aux, weights, self.alpha)
+        total, terms, _ = self.objective(student, teacher, targets, task, label_loss_for_task(task),
+                                         lambda: self._cached_saliency(model_output))
         self.last_terms = {k: float(v) for k, v in terms.items()}
         return total

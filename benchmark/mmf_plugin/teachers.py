@@ -32,13 +32,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from benchmark import VIEWS
+from benchmark import MODALITIES, VIEWS
 from benchmark.config.loader import dataset_node
 from benchmark.data.annotations import load_annotations
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.cache import StaleCacheError, TeacherCache, cache_key, open_cache
 from benchmark.distill.teacher import LoadedTeacher
-from benchmark.distill.weighting import MODALITIES
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.mmf_plugin.objective import output_key, saliency_key
 from benchmark.mmf_plugin.views import view_sample_list
@@ -71,7 +70,11 @@ class Teacher(abc.ABC):
     """
 
     model: nn.Module
-    population_saliency: dict[str, float] | None = None
+
+    def population_saliency(self, saliency: str) -> dict[str, float] | None:
+        """The teacher's dataset-level saliency on its training split, where it has one (a suite
+        cache); asked only when the loss's weighting scheme declares ``needs_population``."""
+        return None
 
     def to(self, device: torch.device) -> Teacher:
         self.model.to(device)
@@ -261,6 +264,12 @@ class SuiteTeacher(Teacher):
             logits = self.model.forward_views(suite_batch(sample_list), VIEWS)
         return {output_key(v, teacher=True): logits[v].float() for v in VIEWS}
 
+    def population_saliency(self, saliency: str) -> dict[str, float] | None:
+        if self.cache is None or self.index is None or saliency not in self.cache.definitions:
+            return None
+        rows = np.arange(int(self.cache.meta["shapes"]["train"]["saliency"][0]))
+        return self.cache.population_saliency("train", rows, saliency)
+
     def describe(self) -> dict[str, Any]:
         run = self.loaded.run if self.loaded else None
         return {"source": "suite", "run": run.run_id if run else None,
@@ -291,7 +300,7 @@ def _open_suite_cache(spec: DictConfig, loaded: LoadedTeacher) -> TeacherCache |
     return cache
 
 
-def load_suite_teacher(spec: DictConfig, saliency: str = "divergence") -> SuiteTeacher:
+def load_suite_teacher(spec: DictConfig) -> SuiteTeacher:
     """The teacher of a completed suite run (``teacher.run``, under ``teacher.save_dir``)."""
     ref = spec.get("run")
     if not ref:
@@ -309,17 +318,13 @@ def load_suite_teacher(spec: DictConfig, saliency: str = "divergence") -> SuiteT
     loaded = LoadedTeacher(run=run, config=config, model=freeze(model), summary=summary)
     cache = _open_suite_cache(spec, loaded)
     index = CacheIndex.build(config, cache) if cache is not None else None
-    teacher = SuiteTeacher(model=loaded.model, loaded=loaded, cache=cache if index else None, index=index)
-    if cache is not None and index is not None and saliency in cache.definitions:
-        rows = torch.arange(int(cache.meta["shapes"]["train"]["saliency"][0]))
-        teacher.population_saliency = cache.population_saliency("train", rows.numpy(), saliency)
-    return teacher
+    return SuiteTeacher(model=loaded.model, loaded=loaded, cache=cache if index else None, index=index)
 
 
-def load_teacher(spec: DictConfig, saliency: str = "divergence") -> Teacher:
+def load_teacher(spec: DictConfig) -> Teacher:
     source = str(spec.get("source") or "mmf")
     if source == "mmf":
         return load_mmf_teacher(spec)
     if source == "suite":
-        return load_suite_teacher(spec, saliency)
+        return load_suite_teacher(spec)
     raise ConfigError(f"model_config.msd_student.teacher.source must be 'mmf' or 'suite', got {source!r}")

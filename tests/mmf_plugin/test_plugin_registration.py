@@ -14,16 +14,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from benchmark.distill.losses import (
-    bernoulli_kl,
-    cross_entropy,
-    kd_objective,
-    kl_softmax,
-    logit_bce,
-    msd_objective,
-)
-from benchmark.distill.saliency import compute_saliency
+from benchmark.distill.losses import label_loss_for_task
+from benchmark.distill.objective import build_objective
 from benchmark.distill.weighting import instance_weights
+from benchmark.mmf_plugin.objective import output_key
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "benchmark" / "mmf_plugin"
 
@@ -77,7 +71,9 @@ def _outputs(task: str, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.T
 
 @pytest.mark.parametrize("task", ["single_label", "multi_label"])
 @pytest.mark.parametrize("weighting", ["none", "uniform", "instance", "only_text", "population"])
-def test_msd_kd_equals_benchmark_distill(fake_mmf, task, weighting):
+def test_msd_kd_equals_the_suites_objective(fake_mmf, task, weighting):
+    """MMF's ``msd_kd`` maps its keys onto the objective the suite's ``method=kd|msd`` builds, through
+    the same :func:`build_objective`: the same number on the same logits."""
     from benchmark.mmf_plugin.loss import MSDKDLoss
 
     population = {"image": 0.3, "text": 0.1}
@@ -85,24 +81,16 @@ def test_msd_kd_equals_benchmark_distill(fake_mmf, task, weighting):
     out, targets = _outputs(task)
     value = loss({"targets": targets}, out)
 
-    div, label = (kl_softmax, cross_entropy) if task == "single_label" else (bernoulli_kl, logit_bce)
-    ell = label(out["scores"], targets, reduction="none")
-    kd = div(out["teacher_scores"], out["scores"], temperature=2.0)
-    aux = {m: div(out[f"teacher_scores_{m}"], out[f"scores_{m}"], temperature=2.0) for m in ("image", "text")}
-    if weighting == "none":
-        expected, _ = kd_objective(ell, kd, 0.3)
-    else:
-        weights = {
-            "uniform": {"image": 1.0, "text": 1.0},
-            "only_text": {"text": 1.0},
-            "population": {"image": 2 * 0.3 / 0.4, "text": 2 * 0.1 / 0.4},
-        }.get(weighting)
-        if weighting == "instance":
-            logits = {"multi": out["teacher_scores"], "image": out["teacher_scores_image"], "text": out["teacher_scores_text"]}
-            weights = instance_weights(compute_saliency(logits, targets, task, "divergence"))
-        expected, _ = msd_objective(ell, kd, {m: aux[m] for m in weights}, weights, 0.3)
-    assert torch.allclose(value, expected, atol=1e-6)
-    assert loss.last_terms["loss/total"] == pytest.approx(float(expected), abs=1e-6)
+    suite = build_objective(alpha=0.3, temperature=2.0, weighting=weighting)
+    if suite.needs_population:
+        suite.setup(population)
+    student = {v: out[output_key(v)] for v in suite.student_views}
+    teacher = {v: out[output_key(v, teacher=True)] for v in ("multi", "image", "text")}
+    expected, terms, _ = suite(student, teacher, targets, task, label_loss_for_task(task))
+    assert torch.equal(value, expected)
+    assert loss.last_terms == pytest.approx({k: float(v) for k, v in terms.items()})
+    if weighting == "population":  # and the population weights are the hand values M * s_m / sum_k s_k
+        assert loss.last_terms["weight/image_mean"] == pytest.approx(2 * 0.3 / 0.4)
 
 
 def test_msd_kd_uses_cached_saliency_and_refuses_learned(fake_mmf):
