@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_ID = re.compile(rb'run_id[^"]{0,8}"([A-Za-z0-9_.\-]+)"')
-URL = re.compile(rb'https://[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+/runs/([A-Za-z0-9]+)')
+URL = re.compile(rb'https://[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+/runs/([A-Za-z0-9_\-]+)')
+# ``offline-run-<date>_<time>-<id>`` / ``run-<date>_<time>-<id>``; the suite's W&B ids (the run
+# ids) contain '-' and '_'.
+RUN_DIR = re.compile(r"^(?:offline-)?run-(?P<time>\d{8}_\d{6})-(?P<id>.+)$")
 
 
 @dataclass(frozen=True)
@@ -52,18 +55,23 @@ def find_wandb_runs(roots: list[Path]) -> dict[str, WandbRun]:
         for base in (root, root / "wandb"):
             if base.is_dir():
                 dirs += [p for p in base.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))]
-    for directory in sorted(set(dirs), key=lambda p: p.name.split("-", 2)[-1]):
+    for directory in sorted(set(dirs), key=lambda p: _dir_part(p, "time")):
         files = sorted(directory.glob("run-*.wandb"))
         if not files:
             continue
         data = files[0].read_bytes()
         ids = {m.group(1).decode() for m in RUN_ID.finditer(data)}
-        wandb_id = directory.name.rsplit("-", 1)[-1]
+        wandb_id = _dir_part(directory, "id")
         offline = directory.name.startswith("offline-run-")
         url = None if offline else _url(directory, data, wandb_id)
         for run_id in ids:
             found[run_id] = WandbRun(directory, wandb_id, offline, url)
     return found
+
+
+def _dir_part(directory: Path, part: str) -> str:
+    match = RUN_DIR.match(directory.name)
+    return match.group(part) if match else directory.name
 
 
 def _url(directory: Path, data: bytes, wandb_id: str) -> str | None:

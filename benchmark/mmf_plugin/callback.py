@@ -52,7 +52,7 @@ class MSDWandbCallback(Callback):
             name=name, group=group, job_type=job_type, project=project, entity=entity,
             mode=mode or resolve_mode(None), dir=dir or str(save_dir),
             tags=(*tags, *(t for t in (dataset, str(config.get("model") or "")) if t)),
-            table_rows=0, artifacts=False,
+            table_rows=0, artifacts=False, resume_by_run_id=False,
         )
         self.run_dir = RunDir(save_dir.resolve())
         self.started = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -83,8 +84,8 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
     for record in wandb_records(run_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            out.update(group=record.run.run_group, job_type=record.run.job_type, name=record.run.display_name,
-                       project=record.run.project,
+            out.update(id=record.run.run_id, group=record.run.run_group, job_type=record.run.job_type,
+                       name=record.run.display_name, project=record.run.project, dir=Path(run_dir),
                        config={i.key: json.loads(i.value_json) for i in record.run.config.update})
         elif kind == "history":
             row: dict[str, Any] = {}
@@ -96,18 +97,32 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
                 node[path[-1]] = json.loads(item.value_json)
             out["history"].append(row)
         elif kind == "artifact":
-            out["artifacts"].append({"name": record.artifact.name, "type": record.artifact.type,
-                                     "refs": [e.ref for e in record.artifact.manifest.contents]})
+            art = record.artifact
+            out["artifacts"].append({
+                "name": art.name, "type": art.type, "digest": art.digest, "used": art.use_after_commit,
+                "refs": [e.ref for e in art.manifest.contents],
+                "entries": {e.path: {"ref": e.ref, "digest": e.digest, "local_path": e.local_path, "size": e.size,
+                                     "extra": {x.key: json.loads(x.value_json) for x in e.extra}}
+                            for e in art.manifest.contents},
+            })
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
     return out
 
 
-def offline_runs(wandb_dir: Path) -> list[dict[str, Any]]:
-    return [read_offline_run(p) for p in sorted((Path(wandb_dir) / "wandb").glob("offline-run-*"))]
+def offline_runs(wandb_dir: Path, settle_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every offline run under ``wandb_dir``. W&B's service may still be flushing the record log
+    of a run that just finished, so a run without its exit record is read again for a few seconds."""
+    paths = sorted((Path(wandb_dir) / "wandb").glob("offline-run-*"))
+    deadline = time.monotonic() + settle_s
+    runs = [read_offline_run(p) for p in paths]
+    while any(r["exit_code"] is None for r in runs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        runs = [read_offline_run(p) for p in paths]
+    return runs
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def grid_tools() -> SimpleNamespace:
     return SimpleNamespace(env_args=env_args, write_grid=write_grid, tiny_grid=tiny_grid,
                            offline_runs=offline_runs, read_offline_run=read_offline_run, repo=REPO, smoke=SMOKE)
