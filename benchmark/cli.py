@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from analysis.cli import analyze_app
@@ -44,18 +45,43 @@ _MMF_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 def run(
     ctx: typer.Context,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    wait: bool = typer.Option(True, "--wait/--no-wait",
+                              help="When another process trains the same run: wait for it (default) or refuse."),
+    debug: bool = typer.Option(False, "--debug", help="Print full tracebacks (also: MSD_DEBUG=1)."),
 ) -> None:
     """Train one run: msd run dataset=hateful_memes model=late_fusion method=teacher [key=value ...]"""
     from benchmark.config.loader import build_config
     from benchmark.config.validate import validate_config
+    from benchmark.grid.locks import run_lock
+    from benchmark.tracking.failure import Terminated, run_failure_of, sigterm_interrupts
+    from benchmark.tracking.run_id import compute_run_id
     from benchmark.tracking.wandb_logger import wandb_callbacks
     from benchmark.train.distributed import launcher_world
     from benchmark.train.trainer import run_experiment
 
+    if debug:
+        os.environ["MSD_DEBUG"] = "1"
     config = build_config(list(ctx.args))
     validate_config(config)  # before any run directory, lock or W&B run exists
-    result = run_experiment(config, progress=progress, callbacks=wandb_callbacks(config))
-    if launcher_world()[0] != 0:  # under torchrun, rank 0 reports for the whole run
+    rank, world, _ = launcher_world()
+    # The grid's per-run lock: one process trains a run. Under torchrun rank 0 holds it for the
+    # group, and refuses rather than waits (its peers would time out in the process group).
+    try:
+        with sigterm_interrupts(), run_lock(config.env.save_dir, compute_run_id(config), wait=wait and world == 1,
+                                            enabled=rank == 0, announce=lambda m: err_console.print(m, highlight=False)):
+            result = run_experiment(config, progress=progress, callbacks=wandb_callbacks(config))
+    except BaseException as exc:
+        # A run that crashed (NaN, full disk, out of memory, SIGTERM) has recorded its status
+        # and error.log: one paragraph naming them. Anything else is a bug and keeps its traceback.
+        failure = run_failure_of(exc)
+        if isinstance(exc, Terminated) and failure is None and not os.environ.get("MSD_DEBUG"):
+            err_console.print(f"{exc} before the run started: nothing was written.", highlight=False)
+            raise typer.Exit(143) from None
+        if failure is None or os.environ.get("MSD_DEBUG"):
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {escape(failure.paragraph())}", highlight=False)
+        raise typer.Exit(failure.exit_code) from None
+    if rank != 0:  # under torchrun, rank 0 reports for the whole run
         return
     verb = "already complete, skipped" if result.skipped else result.summary.get("status", "?")
     where = result.summary.get("written_to") or result.run_dir.path
@@ -228,19 +254,22 @@ def data_list() -> None:
 
 
 @runs_app.command("list")
-def runs_list(save_dir: Path | None = typer.Option(None, help="Run store (default: env.save_dir).")) -> None:
-    """Show every run in the store with its status and headline metric."""
+def runs_list(
+    save_dir: Path | None = typer.Option(None, help="Run store (default: env.save_dir)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Only runs of this dataset."),
+    method: str | None = typer.Option(None, "--method", help="Only runs of this method (msd, or msd-instance)."),
+    status: str | None = typer.Option(None, "--status", help="Only runs in this state (completed, running, "
+                                      "interrupted, failed)."),
+) -> None:
+    """Every run with its true status (a dead 'running' run shows as interrupted), progress and headline."""
     from benchmark.config.loader import build_config
     from benchmark.tracking.run_store import RunStore
+    from benchmark.tracking.runs_table import collect_rows, headline_caption, runs_table
 
     store = RunStore(save_dir or build_config([]).env.save_dir)
-    table = Table("run_id", "status", "dataset", "method", "weighting", "seed", "val headline", "test headline")
-    for run in store:
-        s = run.read_summary() or {}
-        head = s.get("headline") or {}
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(run.run_id, run.status, str(s.get("dataset")), str(s.get("method")), str(s.get("weighting") or "-"),
-                      str(s.get("seed")), fmt(head.get("val")), fmt(head.get("test")))
+    rows = collect_rows(store, dataset=dataset, method=method, status=status)
+    table = runs_table(rows, console)
+    table.caption = f"{len(rows)} runs" + (f" · {headline_caption(rows)}" if headline_caption(rows) else "")
     console.print(table)
 
 

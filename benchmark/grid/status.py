@@ -1,9 +1,9 @@
 """What state each cell of a grid is in, read from the run store (``msd grid show``).
 
-Why from the run store and locks only: the store is the record of truth (a grid's own
-memory can be lost with a killed runner), and a run's lock says whether a live process is
-training it right now, so a "running" summary left by a killed worker shows as ``partial``
-(it will resume), not as running forever.
+Why from the run store, locks and heartbeats only: the store is the record of truth (a
+grid's own memory can be lost with a killed runner); a run's lock or heartbeat says whether
+a live process is training it right now, so a "running" summary left by a killed worker
+shows as ``interrupted`` (it resumes), not as running forever.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from rich.table import Table
 
 from benchmark.grid.cells import Cell, ExpandedGrid
 from benchmark.grid.locks import is_locked, run_lock_path
+from benchmark.tracking.run_status import FAILED, INTERRUPTED, RUNNING, TODO, true_status
 from benchmark.tracking.run_store import RunDir
 
-DONE, RUNNING, FAILED, PARTIAL, TODO, BLOCKED = "done", "running", "failed", "partial", "todo", "blocked"
+# A cell's states: the run's own (benchmark.tracking.run_status) plus the grid's view of them.
+DONE, PARTIAL, BLOCKED = "done", "partial", "blocked"
 STYLES = {DONE: "green", RUNNING: "cyan", FAILED: "red", PARTIAL: "yellow", TODO: "white", BLOCKED: "magenta",
-          "skipped": "green", "interrupted": "yellow"}
+          "skipped": "green", INTERRUPTED: "yellow"}
 
 
 @dataclass
@@ -41,8 +43,10 @@ class CellStatus:
             return f"val {metric} {head:.4f}" if isinstance(head, (int, float)) else ""
         if self.status in (FAILED, BLOCKED):
             return str(self.summary.get("error") or "")[:120]
+        if self.status == INTERRUPTED:
+            return "resumes from last.pt" if (self.run_dir / "last.pt").exists() else "restarts (no checkpoint yet)"
         if self.status == PARTIAL:
-            return "interrupted: resumes from last.pt" if (self.run_dir / "last.pt").exists() else "incomplete: redone"
+            return "incomplete: redone"
         return ""
 
 
@@ -55,11 +59,10 @@ def run_status(cell: Cell) -> tuple[str, dict[str, Any]]:
         return DONE, summary
     if is_locked(run_lock_path(save_dir, cell.run_id)):
         return RUNNING, summary
-    if not summary:
-        return TODO, summary
-    if summary.get("status") == "failed":
-        return FAILED, summary
-    return PARTIAL, summary
+    state = true_status(summary or None, run.path)  # alive by heartbeat (another host), or dead
+    if state in (TODO, RUNNING, FAILED, INTERRUPTED):
+        return state, summary
+    return PARTIAL, summary  # "completed" with files missing, or a status of its own: redone
 
 
 def grid_status(grid: ExpandedGrid, cells: list[Cell] | None = None) -> list[CellStatus]:
@@ -76,7 +79,7 @@ def grid_status(grid: ExpandedGrid, cells: list[Cell] | None = None) -> list[Cel
     out = []
     for cell in cells:
         status, summary = status_of(cell)
-        if cell.teacher and status in (TODO, PARTIAL) and status_of(by_name[cell.teacher])[0] == FAILED:
+        if cell.teacher and status in (TODO, PARTIAL, INTERRUPTED) and status_of(by_name[cell.teacher])[0] == FAILED:
             status = BLOCKED
             summary = {**summary, "error": f"teacher {cell.teacher} failed"}
         out.append(CellStatus(cell, status, summary))
@@ -84,7 +87,7 @@ def grid_status(grid: ExpandedGrid, cells: list[Cell] | None = None) -> list[Cel
 
 
 def counts(statuses: list[CellStatus]) -> dict[str, int]:
-    out = dict.fromkeys((DONE, RUNNING, FAILED, BLOCKED, PARTIAL, TODO), 0)
+    out = dict.fromkeys((DONE, RUNNING, FAILED, BLOCKED, INTERRUPTED, PARTIAL, TODO), 0)
     for s in statuses:
         out[s.status] = out.get(s.status, 0) + 1
     return out

@@ -22,7 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.grid.locks import FileLock, run_lock_path
+from benchmark.grid.locks import run_lock
+from benchmark.tracking.failure import sigterm_interrupts
+from benchmark.tracking.liveness import pid_alive
 
 PARENT_PID_ENV = "MSD_GRID_PARENT_PID"
 
@@ -114,17 +116,10 @@ def run_train(task: dict[str, Any]) -> dict[str, Any]:
     if run_id != task["run_id"]:
         raise RuntimeError(f"config of {task['name']} hashes to {run_id}, the runner expected {task['run_id']}")
     main_rank = launcher_rank() == 0
-    lock = FileLock(run_lock_path(config.env.save_dir, run_id))
-    if main_rank and not lock.acquire(blocking=False):
-        print(f"{run_id} is being trained by process {lock.owner()}; waiting for it")
-        lock.acquire(blocking=True)
-    try:
+    with run_lock(config.env.save_dir, run_id, enabled=main_rank):
         callbacks = wandb_callbacks(config, name=task["name"], group=task.get("group"),
                                     job_type="teacher" if task.get("role") == "teacher" else "student") if main_rank else ()
         result = run_experiment(config, progress=False, callbacks=callbacks)
-    finally:
-        if main_rank:
-            lock.release()
     status = "skipped (already complete)" if result.skipped else result.summary.get("status")
     print(f"{task['name']} -> {result.run_dir.path}: {status}")
     return {"run_id": result.run_id, "status": result.summary.get("status"), "skipped": result.skipped,
@@ -166,25 +161,15 @@ def _watch_runner(pid: int) -> None:
         try:
             fd = os.pidfd_open(pid)  # Linux >= 5.3: readable when the process exits
         except (AttributeError, OSError):
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(1.0)
         else:
             select.select([fd], [], [])
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if not _alive(pid):
+    if not pid_alive(pid):
         os._exit(75)
     threading.Thread(target=watch, name="watch-runner", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _die_with_parent() -> None:
@@ -233,7 +218,8 @@ def main(argv: list[str] | None = None, *, die_with_parent: bool = True) -> int:
         _die_with_parent()
     task = json.loads(Path(argv[0]).read_text())
     print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {task['id']} (pid {os.getpid()})", flush=True)
-    result = execute_task(task)
+    with sigterm_interrupts():  # a SIGTERM (Slurm preemption) ends the run "interrupted", resumable
+        result = execute_task(task)
     Path(argv[0]).with_suffix(".result.json").write_text(json.dumps(result, default=str))
     return 0
 

@@ -18,42 +18,21 @@ against whatever it was trying. Three ways a trial is interrupted, all handled h
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import warnings
-from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+
+from benchmark.tracking.liveness import owner_alive, owner_record  # noqa: F401 - the suite's one liveness check
 
 OWNER = "owner"
 FAIL_REASON = "fail_reason"
 HEARTBEAT_AT = "heartbeat_at"
 RETRYABLE = (None, "interrupted", "dead_owner", "stale")  # None: the worker died before saying why
 NOT_COUNTED = ("interrupted", "dead_owner", "stale", "surplus")
-
-
-def owner_record() -> dict[str, Any]:
-    """Who runs a trial: host, pid and the process start time (pids get reused)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
-
-
-def owner_alive(owner: Any) -> bool | None:
-    """True/False for an owner on this host; None when it is elsewhere (cannot tell)."""
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return None
-    pid = int(owner.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    start = owner.get("start")
-    return start is None or _start_ticks(pid) == start
 
 
 def is_retryable_failure(trial: FrozenTrial) -> bool:
@@ -144,13 +123,3 @@ def _retried_numbers(study: optuna.Study) -> set[int]:
     for trial in study.get_trials(deepcopy=False):
         numbers.update(int(n) for n in trial.system_attrs.get("retry_history", []))
     return numbers
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Process start time in clock ticks since boot (Linux); None where /proc is absent."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None

@@ -2,9 +2,10 @@
 
 ``<save_dir>/<run_id>/`` holds ``config.yaml``, ``summary.json``, ``metrics.jsonl``,
 ``predictions.parquet``, ``checkpoint.pt`` (best weights) and, while the run is going,
-``last.pt`` (the full training state, for resuming). ``summary.json`` carries a ``status``
-(``running``, ``completed``, ``failed``); only a ``completed`` run with all its files is
-complete. ``analysis`` reads only this store.
+``last.pt`` (the full training state, for resuming) and ``heartbeat.json`` (who trains it).
+``summary.json`` carries a ``status`` (``benchmark.tracking.run_status``); a ``running`` run
+whose process is gone reads as ``interrupted``. Only a ``completed`` run with all its files
+is complete. ``analysis`` reads only this store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.tracking.atomic import write_atomic, write_json_atomic, write_text_atomic
+from benchmark.tracking.liveness import read_heartbeat
+from benchmark.tracking.run_status import COMPLETED, true_status
 
 REQUIRED_FILES = ("config.yaml", "summary.json", "metrics.jsonl", "predictions.parquet", "checkpoint.pt")
 
@@ -89,13 +92,26 @@ class RunDir:
     def read_predictions(self) -> pd.DataFrame:
         return pd.read_parquet(self.file("predictions.parquet"))
 
+    def read_heartbeat(self) -> dict[str, Any] | None:
+        return read_heartbeat(self.path)
+
     @property
     def status(self) -> str:
-        summary = self.read_summary()
-        return "todo" if summary is None else str(summary.get("status", "unknown"))
+        """The true status: a ``running`` summary whose process is dead reads ``interrupted``."""
+        return true_status(self.read_summary(), self.path)
+
+    def progress(self) -> tuple[int | None, int | None, int | None]:
+        """(epochs started, updates done, updates planned): from the summary once the run has
+        ended, from its heartbeat while it runs or after it was killed."""
+        summary = self.read_summary() or {}
+        beat = self.read_heartbeat() or {}
+        updates = summary.get("updates", beat.get("step"))
+        epochs = summary.get("epochs_started", beat.get("epochs_started"))
+        return epochs, updates, summary.get("total_updates", beat.get("total_updates"))
 
     def is_complete(self) -> bool:
-        return self.status == "completed" and all(self.file(name).exists() for name in REQUIRED_FILES)
+        summary = self.read_summary() or {}
+        return summary.get("status") == COMPLETED and all(self.file(name).exists() for name in REQUIRED_FILES)
 
 
 class RunStore:
@@ -135,6 +151,7 @@ class RunStore:
                 continue
             row = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
             row["run_id"] = run.run_id
+            row["status"] = true_status(summary, run.path)
             row["complete"] = run.is_complete()
             row.update({k: v for k, v in (summary.get("metrics") or {}).items()})
             rows.append(row)

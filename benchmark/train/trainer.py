@@ -8,8 +8,9 @@ owns the loop, evaluation cadence, early stopping, checkpoints and the run direc
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,8 +26,12 @@ from benchmark.data.fingerprint import data_fingerprint, refuse_changed_data
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.models.build import build_model, describe_model
 from benchmark.registry import registry
+from benchmark.tracking.failure import DiskReserve, RunFailure, record_failure
+from benchmark.tracking.failure import describe as describe_failure
+from benchmark.tracking.liveness import Heartbeat
 from benchmark.tracking.progress import TrainingProgress
 from benchmark.tracking.run_id import compute_run_id
+from benchmark.tracking.run_status import COMPLETED, INTERRUPTED, RUNNING
 from benchmark.tracking.run_store import RunDir, RunStore
 from benchmark.train import checkpoint as ckpt
 from benchmark.train.batching import batch_size_of, resolve_device, to_device
@@ -118,17 +123,24 @@ class Trainer:
         previous = self.run_dir.read_summary() or {}
         self.summary: dict[str, Any] = {
             "run_id": self.run_dir.run_id,
-            "status": "running",
+            "status": RUNNING,
             "attempt": int(previous.get("attempt", 0)) + 1,
             "started_at": _now(),
             **self._identity(),
+            **({"pid": os.getpid(), "host": socket.gethostname()} if self.dist.is_main else {}),
         }
-        if self.dist.is_main:
-            self.run_dir.write_config(self.config)
-            self.run_dir.write_summary(self.summary)
-        for callback in self.callbacks:
-            callback.on_start(self.run_dir, self.config)
+        # The heartbeat beats before the summary says "running", so a reader never sees a
+        # running run without one; the reserve pays for error.log when the disk fills up.
+        self.reserve = DiskReserve(self.run_dir.path) if self.dist.is_main else None
+        heartbeat = Heartbeat(self.run_dir.path, progress=self._progress) if self.dist.is_main else None
         try:
+            if self.dist.is_main:
+                self.reserve.create()
+                heartbeat.start()
+                self.run_dir.write_config(self.config)
+                self.run_dir.write_summary(self.summary)
+            for callback in self.callbacks:
+                callback.on_start(self.run_dir, self.config)
             self._setup()
             self._train()
             self._finish(started)
@@ -136,8 +148,20 @@ class Trainer:
             self._fail(exc, started)
             raise
         finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            if self.reserve is not None:
+                self.reserve.release()
             self.dist.shutdown()
         return RunResult(self.run_dir.run_id, self.run_dir, self.summary)
+
+    def _progress(self) -> dict[str, Any]:
+        """What the heartbeat shows of a running run (``msd runs list``)."""
+        state = getattr(self, "state", None)
+        if state is None:
+            return {}
+        return {"step": state.step, "epochs_started": state.epoch + (1 if state.batch_in_epoch else 0),
+                "total_updates": getattr(self, "total_updates", None)}
 
     def setup(self) -> None:
         """Data, model, method and optimizer without a run being written (benchmarks, tests)."""
@@ -410,7 +434,7 @@ class Trainer:
         headline = f"{self.info.name}/{self.dataset_cfg.headline_metric}"
         self.summary.update(
             {
-                "status": "completed",
+                "status": COMPLETED,
                 "finished_at": _now(),
                 "metrics": metrics,
                 "headline_metric": str(self.dataset_cfg.headline_metric),
@@ -431,21 +455,30 @@ class Trainer:
             callback.on_finish(self.summary)
 
     def _fail(self, exc: BaseException, started: float) -> None:
+        """Record the crash and attach a :class:`RunFailure` for the CLI; never raises itself
+        (a full disk must not turn the user's error into a chained traceback)."""
+        status = _failure_status(exc)
+        message = describe_failure(exc)
+        progress = self._progress()
         self.summary.update(
             {
-                "status": _failure_status(exc),
+                "status": status,
                 "finished_at": _now(),
                 "error": f"{type(exc).__name__}: {exc}",
                 "wall_time_s": round(time.time() - started, 3),
+                **({"updates": progress["step"], "epochs_started": progress["epochs_started"]} if progress else {}),
             }
         )
         if not self.dist.is_main:
             return
-        self.run_dir.path.mkdir(parents=True, exist_ok=True)
-        (self.run_dir.file("error.log")).write_text("".join(traceback.format_exception(exc)))
-        self.run_dir.write_summary(self.summary)
+        log, note = record_failure(self.run_dir.path, self.summary, message, exc, self.reserve)
         for callback in self.callbacks:
-            callback.on_finish(self.summary)
+            try:
+                callback.on_finish(self.summary)
+            except Exception as err:  # noqa: BLE001 - the run's own exception is what counts
+                note += f" A tracking callback failed too ({type(err).__name__}: {err})."
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.run_failure = RunFailure(self.run_dir.run_id, status, message, log, note.strip())  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -502,8 +535,8 @@ def _pin_memory(setting: str, device: torch.device) -> bool:
 def _failure_status(exc: BaseException) -> str:
     """``interrupted`` for Ctrl-C / kills, a status the exception carries (e.g. an HPO trial
     that was ``pruned``), else ``failed``."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, and SIGTERM (benchmark.tracking.failure.Terminated)
+        return INTERRUPTED
     return str(getattr(exc, "run_status", "failed"))
 
 

@@ -51,7 +51,7 @@ def test_kill_9_of_the_runner_then_rerun_resumes_and_completes(tmp_path, grid_to
     # The workers die with the runner (their locks are released by the kernel) ...
     _wait(lambda: not any(is_locked(run_lock_path(runs, c.run_id)) for c in grid.cells), 30, "workers to die")
     statuses = {s.cell.run_id: s.status for s in grid_status(grid)}
-    assert all(statuses[r] == "partial" for r in interrupted if r in statuses)  # stale "running": resumable
+    assert all(statuses[r] == "interrupted" for r in interrupted if r in statuses)  # stale "running": resumable
 
     report = run_grid(path, extra_args=args, workers=2)  # ... and a new runner finishes the grid
     assert report.exit_code == 0, [(t, s.error) for t, s in report.states.items() if s.error]

@@ -73,7 +73,7 @@ def test_status_tells_failed_partial_running_and_blocked_apart(tmp_path, grid_to
     RunDir(store / alone.run_id).path.mkdir(parents=True)
     RunDir(store / alone.run_id).write_summary({"status": "running"})  # left by a killed worker
     assert {s.cell.name: s.status for s in grid_status(grid)} == {
-        teacher.name: "failed", alone.name: "partial", kd.name: "blocked"}
+        teacher.name: "failed", alone.name: "interrupted", kd.name: "blocked"}
     with FileLock(run_lock_path(store, alone.run_id)):  # a live process trains it
         assert {s.cell.name: s.status for s in grid_status(grid)}[alone.name] == "running"
 
