@@ -234,6 +234,20 @@ class ValidationContext:
     # (model, size, removal, model node) -> built model config or error: a grid's cells share a
     # few models, and building one costs ~15 ms of OmegaConf merging
     built_models: dict[str, DictConfig | ConfigError] = field(default_factory=dict)
+    _plain: dict[int, tuple[DictConfig, dict[str, Any]]] = field(default_factory=dict)
+
+    def plain(self, config: DictConfig) -> dict[str, Any]:
+        """The sections the checks read, as plain Python (converted once per config: reading
+        through OmegaConf costs ~50x more, and a grid validates hundreds of cells)."""
+        if id(config) not in self._plain:
+            model = config.get("model")
+            sections = {k: config.get(k) for k in (*{r.key.split(".")[0] for r in VALUE_RULES}, *REGISTRY_CHOICES,
+                                                   "data", "views")}
+            sections["model_config"] = {model: (config.get("model_config") or {}).get(model)}
+            tree = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                    for k, v in sections.items()}
+            self._plain[id(config)] = (config, tree)  # the config is kept so that its id stays unique
+        return self._plain[id(config)][1]
 
     def model_config(self, config: DictConfig, role: str = "auto") -> DictConfig:
         """``benchmark.models.build.model_config``, memoised on what it reads."""
@@ -241,11 +255,10 @@ class ValidationContext:
 
         from benchmark.models.build import model_config, resolve_size
 
-        name = config.get("model")
-        node = (config.get("model_config") or {}).get(name)
-        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-        removal = (config.get("views") or {}).get("removal")
-        key = json.dumps([name, resolve_size(config, role), removal, plain], sort_keys=True, default=str)
+        tree = self.plain(config)
+        name = tree.get("model")
+        key = json.dumps([name, resolve_size(config, role), (tree.get("views") or {}).get("removal"),
+                          tree["model_config"].get(name)], sort_keys=True, default=str)
         if key not in self.built_models:
             try:
                 self.built_models[key] = model_config(config, role)
@@ -293,15 +306,10 @@ def _select(tree: Any, key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def _plain(config: DictConfig) -> dict[str, Any]:
-    sections = {k: config.get(k) for k in (*{r.key.split(".")[0] for r in VALUE_RULES}, *REGISTRY_CHOICES, "data")}
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in sections.items()}
-
-
 @check("values")
 def check_values(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
     """Types and ranges of VALUE_RULES (lr > 0, max_epochs >= 1, alpha in [0, 1], ...)."""
-    tree = _plain(config)
+    tree = ctx.plain(config)
     for rule in (*VALUE_RULES, *(make() for make in LAZY_RULES)):
         present, value = _select(tree, rule.key)
         if not present:
@@ -326,7 +334,7 @@ def check_choices(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
     from benchmark.models.options import invalid_choice
     from benchmark.registry import registry
 
-    tree = _plain(config)
+    tree = ctx.plain(config)
     for key, kind in REGISTRY_CHOICES.items():
         present, value = _select(tree, key)
         if not present:

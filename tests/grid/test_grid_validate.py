@@ -1,0 +1,34 @@
+"""``msd grid run`` validates every cell before any data is made or any cell trains."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.config.validate import ConfigValidationError
+from benchmark.grid.runner import run_grid
+
+
+def test_a_typo_in_a_grid_value_fails_before_any_cell_trains(tmp_path, grid_tools):
+    path = grid_tools.tiny_grid(tmp_path / "typo.yaml", ["teacher", "kd", "msd"], name="typo")
+    text = path.read_text().replace("- instance", "- instanse")
+    assert "instanse" in text
+    path.write_text(text)
+    with pytest.raises(ConfigValidationError) as info:
+        run_grid(path, extra_args=grid_tools.env_args(tmp_path), workers=1)
+    message = str(info.value)
+    assert message.startswith(f"Grid file {path}: cell hateful_memes/msd-instanse/seed0: weighting: 'instanse'")
+    assert "Did you mean 'instance'?" in message
+    assert "teacher=" not in message  # the kd and msd cells' teacher is the grid's own teacher cell
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p != path)
+    assert written == [], f"files written before validation failed: {written}"
+
+
+def test_a_bad_base_value_is_reported_once_for_every_cell(tmp_path, grid_tools):
+    path = grid_tools.tiny_grid(tmp_path / "lr.yaml", ["teacher", "kd"], name="lr",
+                                base={"optimizer.params.lr": -1})
+    with pytest.raises(ConfigValidationError) as info:
+        run_grid(path, extra_args=grid_tools.env_args(tmp_path), workers=1)
+    message = str(info.value)
+    assert "cells hateful_memes/teacher/seed0, hateful_memes/kd/seed0: optimizer.params.lr" in message
+    assert message.count("optimizer.params.lr (the learning rate)") == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
