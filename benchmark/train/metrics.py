@@ -4,11 +4,14 @@ Each metric is a pure function ``fn(logits [N, C], targets, task) -> float`` reg
 ``@registry.register_metric(name)``. The definitions follow ``mmf/modules/metrics.py`` so that
 numbers are comparable with MMF runs of the same model:
 
-* ``accuracy``: argmax of the logits against the target class; 2-D targets with more than one
-  column (one-hot, multi-hot, soft scores) are reduced to their argmax first, exactly as MMF does
-  (on MM-IMDb this scores the *first* listed genre, not a multi-label accuracy).
-* ``binary_f1``: F1 of class 1 with argmax predictions (MMF: sklearn ``f1_score(average="micro",
-  labels=[1])``).
+* ``accuracy``: MMF's ``topk`` rule with k = 1. The predicted class is ``topk(logits, 1)``; 2-D
+  targets with more than one column (one-hot, multi-hot, soft scores) are reduced to
+  ``topk(targets, 1)`` the same way, and a sample is correct when the two indices agree. On a
+  multi-hot row the positives tie, and ``torch.topk`` chooses among tied values by its own
+  order, not the first one as ``argmax`` does: on MM-IMDb this scores *one* listed genre,
+  the one ``topk`` picks, exactly as MMF does (not a multi-label accuracy).
+* ``binary_f1``: F1 of class 1 with argmax predictions (MMF: sklearn ``f1_score(average="binary")``,
+  whose positive label is 1).
 * ``roc_auc``: softmax of the logits, targets one-hot encoded, sklearn's macro one-vs-rest AUC.
   For two classes this is the AUC of ``softmax[:, 1]``.
 * ``multilabel_micro_f1`` / ``multilabel_macro_f1``: ``round(sigmoid(logits))`` against the
@@ -29,6 +32,8 @@ Deviations from MMF, all in cases where MMF's output is broken or degenerate:
 * ``vqa_accuracy`` takes the argmax over the logits of columns 1..C-1, which is the argmax of
   MMF's renormalised masked softmax without its float32 underflow (where every non-``<unk>``
   probability underflows to 0, MMF divides 0 by 0 and picks ``<unk>``);
+* ``binary_f1`` on more than two classes scores class 1 against the rest, where sklearn's
+  ``average="binary"`` refuses the input;
 * ``roc_auc`` with one class present in a column returns NaN (current sklearn does the same with
   a warning; older sklearn raised). Empty inputs raise ``ValueError``.
 """
@@ -46,22 +51,6 @@ from benchmark import VIEWS
 from benchmark.data.info import TASKS
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
-
-HEADLINE: dict[str, str] = {
-    "hateful_memes": "roc_auc",
-    "mmimdb": "multilabel_micro_f1",
-    "visual_entailment": "accuracy",
-    "vqa2": "vqa_accuracy",
-}
-"""Headline (early-stopping, Table 2) metric per MMF dataset name (docs/protocol.md §2.1)."""
-
-DATASET_METRICS: dict[str, tuple[str, ...]] = {
-    "hateful_memes": ("roc_auc", "accuracy", "binary_f1"),
-    "mmimdb": ("multilabel_micro_f1", "multilabel_macro_f1", "accuracy"),
-    "visual_entailment": ("accuracy",),
-    "vqa2": ("vqa_accuracy",),
-}
-"""Metrics MMF's project configs report per dataset, headline first (docs/mmf_formats.md §9)."""
 
 METRIC_DIRECTION: dict[str, str] = {
     "accuracy": "max",
@@ -90,20 +79,28 @@ def _check(logits: Tensor, targets: Tensor, task: str, metric: str) -> None:
         )
 
 
-def _class_targets(targets: Tensor) -> Tensor:
-    """Class indices [N] from indices [N] / [N, 1], or the argmax of 2-D targets (as MMF)."""
+def _top1(values: Tensor) -> Tensor:
+    """Index of the largest value per row as ``torch.topk(k=1)`` chooses it (MMF's ``Accuracy``);
+    among tied values this is topk's choice, which need not be the first (``argmax``'s)."""
+    return values.topk(1, dim=1, largest=True, sorted=True).indices[:, 0]
+
+
+def _class_targets(targets: Tensor, rule: str = "argmax") -> Tensor:
+    """Class indices [N] from indices [N] / [N, 1]; 2-D targets are reduced by ``rule``:
+    ``argmax`` (MMF's ``F1``) or ``topk`` (MMF's ``Accuracy``)."""
     if targets.dim() == 2 and targets.size(1) == 1:
         return targets[:, 0].long()
     if targets.dim() == 2:
-        return targets.argmax(dim=1)
+        return _top1(targets) if rule == "topk" else targets.argmax(dim=1)
     return targets.long()
 
 
-def _predicted_classes(logits: Tensor) -> Tensor:
-    """Argmax of the logits; ``logit > 0`` for one-column (single-logit binary) models."""
+def _predicted_classes(logits: Tensor, rule: str = "argmax") -> Tensor:
+    """The predicted class by ``rule`` (``argmax`` or ``topk``, see :func:`_class_targets`);
+    ``logit > 0`` for one-column (single-logit binary) models."""
     if logits.size(1) == 1:
         return torch.round(torch.sigmoid(logits[:, 0])).long()
-    return logits.argmax(dim=1)
+    return _top1(logits) if rule == "topk" else logits.argmax(dim=1)
 
 
 def _indicator_targets(targets: Tensor, num_classes: int, metric: str) -> Tensor:
@@ -148,16 +145,17 @@ def _binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 # -- metrics -------------------------------------------------------------------------------------
 @registry.register_metric("accuracy")
 def accuracy(logits: Tensor, targets: Tensor, task: str) -> float:
-    """Share of samples whose argmax logit equals the target class (MMF ``Accuracy``)."""
+    """Share of samples whose top-1 logit is the target's top-1 class (MMF ``Accuracy``, ``topk=1``)."""
     _check(logits, targets, task, "accuracy")
-    pred = _predicted_classes(logits.detach())
-    gold = _class_targets(targets.detach())
+    pred = _predicted_classes(logits.detach(), "topk")
+    gold = _class_targets(targets.detach(), "topk")
     return float((pred == gold).double().mean())
 
 
 @registry.register_metric("binary_f1")
 def binary_f1(logits: Tensor, targets: Tensor, task: str) -> float:
-    """F1 of class 1 with argmax predictions (MMF ``BinaryF1``); 0 when class 1 never occurs."""
+    """F1 of class 1 with argmax predictions (MMF ``BinaryF1``: sklearn ``average="binary"``, positive
+    label 1); 0 when class 1 is neither predicted nor present (sklearn's default ``zero_division``)."""
     _check(logits, targets, task, "binary_f1")
     pred = _predicted_classes(logits.detach()) == 1
     gold = _class_targets(targets.detach()) == 1
@@ -271,11 +269,21 @@ def metric_direction(name: str) -> str:
     )
 
 
+def dataset_metrics(dataset: str) -> tuple[str, tuple[str, ...]]:
+    """``(headline, reported)`` of a dataset, read from its YAML (``dataset_config.<name>``'s
+    ``headline_metric`` and ``metrics``): the one place they are written (docs/protocol.md §2.1)."""
+    from benchmark.config.loader import dataset_node, load_config
+
+    try:
+        node = dataset_node(load_config([f"dataset={dataset}"]))
+    except ConfigError as exc:
+        raise ConfigError(f"No headline metric known for dataset {dataset!r}: {exc}") from exc
+    headline = node.get("headline_metric")
+    if not headline:
+        raise ConfigError(f"dataset_config.{dataset}.headline_metric is not set in the dataset's config.")
+    return str(headline), tuple(str(m) for m in node.get("metrics") or (headline,))
+
+
 def headline_metric(dataset: str) -> str:
-    """The headline metric of an MMF dataset name (docs/protocol.md §2.1)."""
-    if dataset not in HEADLINE:
-        raise ConfigError(
-            f"No headline metric known for dataset {dataset!r} (known: {', '.join(sorted(HEADLINE))}). "
-            f"Set dataset_config.{dataset}.headline_metric in the dataset's config."
-        )
-    return HEADLINE[dataset]
+    """The headline (early-stopping, Table 2) metric of a dataset, from its YAML."""
+    return dataset_metrics(dataset)[0]

@@ -24,11 +24,33 @@ def test_accuracy_hand():
     assert M.accuracy(logits, targets, "single_label") == pytest.approx(0.75)
 
 
-def test_accuracy_multi_hot_targets_use_target_argmax_like_mmf():
-    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 9.0]])
-    targets = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
-    # target argmax (first maximum) = [1, 2, 0]; logit argmax = [1, 0, 2] -> only row 0 correct
-    assert M.accuracy(logits, targets, "multi_label") == pytest.approx(1 / 3)
+def test_accuracy_reduces_2d_targets_to_their_top1_class_like_mmf():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 9.0], [0.0, 1.0, 0.0]])
+    # one-hot, soft scores and a single-positive row: each has one largest value, so topk is unambiguous
+    targets = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.3, 0.9], [0.0, 0.0, 1.0], [0.6, 0.0, 0.3]])
+    # top-1 targets [1, 2, 2, 0]; top-1 logits [1, 0, 2, 1] -> rows 0 and 2 correct
+    assert M.accuracy(logits, targets, "multi_label") == pytest.approx(2 / 4)
+
+
+def _one_hot_logits(classes: list[int], num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(classes), num_classes).float() * 3.0
+
+
+def test_accuracy_on_tied_multi_hot_targets_scores_the_positive_topk_picks():
+    # MM-IMDb rows list several genres: the positives tie. MMF's rule scores the one positive that
+    # torch.topk picks, which is neither "any positive" nor necessarily the first (argmax's choice).
+    row = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    pick = int(row.topk(1, dim=1).indices)
+    assert pick in (0, 3)
+    other = 3 - pick
+    targets = row.repeat(4, 1)
+    # predictions: the picked genre, the other listed genre, an unlisted one, the picked one again -> 2 of 4
+    logits = _one_hot_logits([pick, other, 1, pick], 4)
+    assert M.accuracy(logits, targets, "multi_label") == pytest.approx(2 / 4)
+    # and the same rule on tied logits: the prediction is topk's choice among the tied classes
+    tied = torch.tensor([[2.0, 0.0, 0.0, 2.0]])
+    assert M.accuracy(tied, torch.tensor([pick]), "single_label") == 1.0
+    assert M.accuracy(tied, torch.tensor([other]), "single_label") == 0.0
 
 
 def test_accuracy_column_targets_are_squeezed_not_broadcast():
@@ -144,7 +166,10 @@ def test_accuracy_and_binary_f1_match_sklearn(num_classes):
         targets = torch.randint(0, num_classes, (50,), generator=g)
         pred = logits.argmax(1).numpy()
         assert M.accuracy(logits, targets, "single_label") == pytest.approx(accuracy_score(targets, pred))
-        sk = f1_score(targets.numpy(), pred, average="micro", labels=[1], zero_division=0)
+        if num_classes == 2:  # MMF's BinaryF1 call
+            sk = f1_score(targets.numpy(), pred, average="binary", zero_division=0)
+        else:  # sklearn's binary average refuses 3+ classes; ours scores class 1 against the rest
+            sk = f1_score(targets.numpy(), pred, average="micro", labels=[1], zero_division=0)
         assert M.binary_f1(logits, targets, "single_label") == pytest.approx(sk)
 
 
@@ -229,6 +254,10 @@ def test_metric_direction_and_headline():
     with pytest.raises(ConfigError):
         M.metric_direction("val/hateful_memes/bleu")
     assert M.headline_metric("mmimdb") == "multilabel_micro_f1"
-    assert all(M.DATASET_METRICS[d][0] == h for d, h in M.HEADLINE.items())
-    with pytest.raises(ConfigError):
+    assert M.headline_metric("easy_vqa") == "vqa_accuracy"
+    for dataset in registry.names("dataset"):  # read from each dataset's YAML: the headline is reported first
+        headline, reported = M.dataset_metrics(dataset)
+        assert reported[0] == headline
+        assert all(name in registry.names("metric") for name in reported)
+    with pytest.raises(ConfigError, match="coco"):
         M.headline_metric("coco")
