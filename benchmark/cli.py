@@ -161,12 +161,14 @@ def cache_build(
 ) -> None:
     """Cache a teacher's logits (3 views) and saliency: msd cache build teacher=<run> [dataset=…]"""
     from benchmark.config.loader import build_config
+    from benchmark.config.validate import validate_config
     from benchmark.data.build import build_dataset
     from benchmark.distill.cache import full_split_config, get_teacher_cache
     from benchmark.distill.teacher import load_teacher
     from benchmark.train.batching import resolve_device
 
     config = build_config([*_cache_args(list(ctx.args)), "method=kd"])
+    validate_config(config)  # a student named as teacher= is refused here, not by a checkpoint mismatch
     device = resolve_device(str(config.training.device))
     info = build_dataset(full_split_config(config), "val").info
     teacher = load_teacher(config, info, device)

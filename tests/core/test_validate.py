@@ -277,3 +277,16 @@ def test_validation_of_a_run_is_quick_in_a_warm_process(dirs):
     started = time.perf_counter()
     validate_config(config)
     assert time.perf_counter() - started < 3.0
+
+
+def test_msd_cache_build_refuses_a_student_named_as_teacher(dirs, monkeypatch, capsys):
+    from benchmark import cli
+
+    monkeypatch.delenv("MSD_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["msd", "cache", "build", *_args(dirs, "teacher=student0")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "teacher=student0 is not a teacher: that run was trained with method=kd (a student)" in err
+    assert not dirs["cache"].exists() and not dirs["data"].exists()
