@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 TASKS = ("single_label", "multi_label", "soft_score")
-MODALITIES = ("features", "pixels")
+IMAGE_INPUTS = ("features", "pixels")
+"""How a dataset gives its images to a model (``DatasetInfo.modality``): region features or pixels.
+Not the image/text modalities (:data:`benchmark.MODALITIES`)."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class DatasetInfo:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.modality not in IMAGE_INPUTS:
+            raise ValueError(f"modality must be one of {IMAGE_INPUTS}, got {self.modality!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmark import VIEWS
+from benchmark import MODALITIES, VIEWS
 from benchmark.config.loader import dataset_node
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.distill.cache_store import (
@@ -75,7 +75,6 @@ __all__ = ["CACHE_VERSION", "CorruptCacheError", "StaleCacheError", "TeacherCach
 CACHE_VERSION = 2  # 2: chunked arrays with per-chunk checksums in meta.json
 CACHED_SPLITS = ("train", "val", "test")
 KINDS = ("logits", "saliency")
-MODALITIES = ("image", "text")
 FP16_MAX = 6.0e4
 EAGER_VERIFY_BYTES = 256 << 20
 """Caches up to this size are checked whole when opened (about 0.1 s from disk, far less from the

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from benchmark import VIEWS
+from benchmark import MODALITIES, VIEWS
 from benchmark.config.loader import size_preset
 from benchmark.errors import ConfigError
 from benchmark.grid.plan_data import CellData, PlanError
@@ -215,11 +215,11 @@ class MemoryTeacherOutputs:
     def saliency(self, split: str, sample_index: torch.Tensor, definition: str) -> dict[str, torch.Tensor]:
         j = self.definitions.index(definition)
         rows = self._saliency[sample_index.cpu().numpy() % CACHE_ROWS, j]
-        return {m: torch.from_numpy(rows[:, i].copy()) for i, m in enumerate(("image", "text"))}
+        return {m: torch.from_numpy(rows[:, i].copy()) for i, m in enumerate(MODALITIES)}
 
     def population_saliency(self, split: str, sample_index: Any, definition: str) -> dict[str, float]:
         j = self.definitions.index(definition)
-        return {m: float(self._saliency[:, j, i].mean()) for i, m in enumerate(("image", "text"))}
+        return {m: float(self._saliency[:, j, i].mean()) for i, m in enumerate(MODALITIES)}
 
 
 def _attach_teacher(method: Any, config: DictConfig, teacher_config: DictConfig | None, data: CellData,

@@ -41,6 +41,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from benchmark.config.fields import check_fields
 from benchmark.config.loader import flatten_dotted, flatten_keys, load_config, load_yaml
 from benchmark.errors import ConfigError, UserError
 
@@ -418,11 +419,7 @@ def _inside_open_mapping(key: str, known: set[str]) -> bool:
 
 
 def _check_fields(node: Any, allowed: tuple[str, ...], where: str) -> None:
-    if not isinstance(node, dict):
-        raise GridError(f"{where} must be a mapping (allowed keys: {', '.join(allowed)}).")
-    for key in node:
-        if key not in allowed:
-            raise GridError(f"{where}: unknown entry {key!r}{_hint(str(key), allowed)}. Allowed: {', '.join(allowed)}.")
+    check_fields(node, allowed, where, GridError)
 
 
 def _hint(key: str, candidates: Any) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.config.fields import check_fields
 from benchmark.config.loader import dataset_node, flatten_dotted, load_config, load_yaml, parse_value
 from benchmark.errors import ConfigError, UserError
 from benchmark.hpo.samplers import PRUNERS, SAMPLERS, Choice, parse_choice, supports_multi_objective
@@ -325,12 +326,4 @@ def _data(raw: Any, where: str) -> DataSpec:
 
 
 def _check_fields(node: Any, allowed: Sequence[str], where: str) -> None:
-    import difflib
-
-    if not isinstance(node, Mapping):
-        raise SearchFileError(f"{where} must be a mapping (allowed keys: {', '.join(allowed)}).")
-    for key in node:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=2)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise SearchFileError(f"{where}: unknown entry {key!r}{hint}. Allowed: {', '.join(allowed)}.")
+    check_fields(node, allowed, where, SearchFileError)

@@ -21,7 +21,6 @@ numpy 2 refers to ``numpy._core`` and cannot be loaded by the numpy 1.x that MMF
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import io
 import json
@@ -29,11 +28,13 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmark.tracking.atomic import atomic_path, default_mode
 
 # MMF's mmf/configs/zoo/datasets.yaml (main branch) spells versions like "1.0_2020_10_01".
 # OmegaConf's YAML 1.1 float rule drops the underscores, so MMF compares against a float.
@@ -58,34 +59,6 @@ ZOO_VERSIONS: dict[str, float] = {name: yaml11_float(v) for name, v in ZOO_VERSI
 
 
 # -- atomic files ----------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _default_mode(path: Path, directory: bool = False) -> None:
-    """``mkstemp``/``mkdtemp`` create private entries; give them the usual umask mode."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; move it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    _default_mode(tmp_path)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def write_text(path: Path | str, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -189,7 +162,7 @@ def write_lmdb(path: Path | str, items: Iterable[tuple[str, Mapping[str, Any]]],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    _default_mode(tmp_dir, directory=True)
+    default_mode(tmp_dir, directory=True)
     try:
         map_size = max(64 << 20, 4 * int(approx_bytes))
         env = lmdb.open(str(tmp_dir), map_size=map_size, subdir=True, meminit=True, map_async=False)
