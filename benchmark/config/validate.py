@@ -290,6 +290,8 @@ def check(name: str, *, after: tuple[str, ...] = ()) -> Callable[[CheckFn], Chec
     def decorator(fn: CheckFn) -> CheckFn:
         if name in CHECKS:
             raise ValueError(f"validation check {name!r} is already registered")
+        if not set(after) <= set(CHECKS):  # checks run in registration order
+            raise ValueError(f"validation check {name!r} must be registered after {sorted(set(after) - set(CHECKS))}")
         CHECKS[name] = Check(name, fn, after, (fn.__doc__ or "").strip().splitlines()[0])
         return fn
 
