@@ -162,3 +162,40 @@ def test_msd_student_with_an_mmf_checkpoint_teacher(fake_mmf, tmp_path, tiny_bat
     assert not any(p is q for p in student.parameters() for q in teacher.parameters())
     loss = student.losses[0]({"targets": tiny_batch["targets"]}, out)
     assert loss.requires_grad and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("weighting,asked", [("instance", 0), ("uniform", 0), ("population", 1)])
+def test_msd_student_asks_the_teacher_for_population_saliency_only_when_the_scheme_needs_it(
+        fake_mmf, monkeypatch, weighting, asked):
+    from benchmark.mmf_plugin import register
+
+    classes = register()
+    _tiny_model_class(fake_mmf)
+    model_module = sys.modules[classes["model"].__module__]  # as registered against the fake MMF
+    Teacher = model_module.Teacher
+    calls: list[str] = []
+
+    class StubTeacher(Teacher):
+        model = nn.Identity()
+
+        def population_saliency(self, saliency: str):
+            calls.append(saliency)
+            return {"image": 0.3, "text": 0.1}
+
+        def outputs(self, sample_list, saliency):
+            return {}
+
+        def describe(self):
+            return {"source": "stub"}
+
+    monkeypatch.setattr(model_module, "load_teacher", lambda spec: StubTeacher())
+    full = OmegaConf.load(classes["model"].config_path())
+    node = full.model_config.msd_student
+    node.student_model, node.student_config = "tiny", {"num_labels": 2}
+    node.distill.weighting, node.distill.saliency = weighting, "loss"
+    config = OmegaConf.create(OmegaConf.to_container(full, resolve=True)).model_config.msd_student
+    config.model = "msd_student"
+    student = sys.modules["mmf.utils.build"].build_model(config)
+    assert calls == ["loss"] * asked  # the loss's saliency definition, asked once, and only by population
+    if asked:
+        assert student.losses[0].objective.scheme.describe()["weights"] == pytest.approx({"image": 1.5, "text": 0.5})
