@@ -32,8 +32,13 @@ from benchmark.tracking.run_store import RunDir
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A run store of hand-written runs, shared (read-only) by the tests of this module."""
+    from benchmark.data.make import make_dataset
+
     root = tmp_path_factory.mktemp("store")
     dirs = {"data": root / "data", "runs": root / "runs", "cache": root / "cache"}
+    # Real (tiny) data: without validation first, a bad run would get as far as writing its
+    # run directory and starting W&B, so "nothing written" below can fail.
+    make_dataset("hateful_memes", dirs["data"], size=32, seed=0)
     _stored_run(dirs, "abc111", "method=teacher")
     _stored_run(dirs, "abc222", "method=teacher", "training.seed=1")
     _stored_run(dirs, "student0", "method=kd", "teacher=abc111")
@@ -47,7 +52,7 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def dirs(tmp_path, store) -> dict[str, Path]:
-    """The shared store; data, cache and W&B folders that nothing may create."""
+    """The shared store and data; cache and W&B folders that nothing may create."""
     return {"data": store.parent / "data", "runs": store, "cache": store.parent / "cache", "wandb": tmp_path / "wandb"}
 
 
@@ -251,7 +256,7 @@ def test_scoring_a_trained_student_needs_no_teacher(dirs):
 def test_msd_run_fails_in_one_paragraph_and_writes_nothing(dirs, monkeypatch, capsys, extra, expected):
     from benchmark import cli
 
-    before = sorted(p.relative_to(dirs["runs"]) for p in dirs["runs"].rglob("*"))
+    before = sorted(p for p in dirs["runs"].parent.rglob("*"))
     args = _args(dirs, "tracking.wandb.enabled=true", "tracking.wandb.mode=offline",
                  f"tracking.wandb.dir={dirs['wandb']}", *extra)
     monkeypatch.delenv("MSD_DEBUG", raising=False)
@@ -264,10 +269,9 @@ def test_msd_run_fails_in_one_paragraph_and_writes_nothing(dirs, monkeypatch, ca
     err = capsys.readouterr().err
     assert "error:" in err and expected in " ".join(err.split())
     assert "Traceback" not in err
-    after = sorted(p.relative_to(dirs["runs"]) for p in dirs["runs"].rglob("*"))
-    assert after == before, "validation wrote into the run store (a run directory or a lock)"
+    after = sorted(p for p in dirs["runs"].parent.rglob("*"))
+    assert after == before, "files appeared in the run store, data or cache (a run directory, a lock)"
     assert not dirs["wandb"].exists(), "a W&B run was started"
-    assert not dirs["data"].exists() and not dirs["cache"].exists()
 
 
 def test_validation_of_a_run_is_quick_in_a_warm_process(dirs):
@@ -289,4 +293,19 @@ def test_msd_cache_build_refuses_a_student_named_as_teacher(dirs, monkeypatch, c
     assert exit_info.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "teacher=student0 is not a teacher: that run was trained with method=kd (a student)" in err
-    assert not dirs["cache"].exists() and not dirs["data"].exists()
+    assert not dirs["cache"].exists()
+
+
+def test_a_search_validates_its_configs_before_its_teacher_trains(dirs):
+    """HPO: the student base (no teacher yet) is checked without the teacher rule; with one, fully."""
+    from types import SimpleNamespace
+
+    from benchmark.errors import UserError
+    from benchmark.hpo.prepare import _build
+
+    spec = SimpleNamespace(path=Path("search.yaml"))
+    _build(_args(dirs, "method=kd"), spec)  # the teacher does not exist yet: not an error here
+    with pytest.raises(UserError, match=r"Search file search.yaml: .*optimizer.params.lr \(the learning rate\)"):
+        _build(_args(dirs, "method=kd", "optimizer.params.lr=-1"), spec)
+    with pytest.raises(UserError, match="teacher=student0 is not a teacher"):
+        _build(_args(dirs, "method=kd", "teacher=student0"), spec)
