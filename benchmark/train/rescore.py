@@ -131,7 +131,7 @@ def rescore(
 
     scored = score_checkpoint(config, checkpoint_path, chosen_splits, chosen_views)
 
-    comparable = checkpoint is None and _same_scoring_config(stored, config)
+    comparable = checkpoint is None and _same_scoring_config(stored, config) and _same_data(run, stored, config)
     comparison = compare_with_summary(scored.metrics, run.read_summary() or {}) if comparable else None
     name = eval_name(chosen_splits, chosen_views, overrides, None if checkpoint is None else checkpoint_path)
     target = run.file(EVAL_DIR) / name
@@ -284,6 +284,15 @@ def _same_scoring_config(stored: DictConfig, config: DictConfig) -> bool:
         return tree
 
     return relevant(stored) == relevant(config)
+
+
+def _same_data(run: RunDir, stored: DictConfig, config: DictConfig) -> bool:
+    """Whether the data scored now has the content the run trained on (moved or not): the
+    fingerprint its summary recorded, else that of the stored config's files."""
+    from benchmark.data.fingerprint import data_fingerprint
+
+    recorded = ((run.read_summary() or {}).get("data_fingerprint") or {}).get("digest")
+    return data_fingerprint(config).digest == (recorded or data_fingerprint(stored).digest)
 
 
 # -- scoring ---------------------------------------------------------------------------------

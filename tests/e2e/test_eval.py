@@ -90,16 +90,20 @@ def test_a_view_subset_on_one_split_by_id_prefix(store):
     pd.testing.assert_frame_equal(pd.read_parquet(target / "predictions.parquet"), expected)
 
 
-def test_other_data_dir_is_scored_but_not_compared(store, tmp_path):
+def test_other_data_dir_is_compared_only_when_its_content_is_the_same(store, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(store.data / "datasets" / "hateful_memes", moved / "datasets" / "hateful_memes")
     result = rescore(str(store.teacher.path), save_dir=store.save_dir, data_dir=moved, splits=["val"])
-    assert result.comparison is None  # other files: the summary is not the reference
     assert result.name.startswith("val_multi-image-text_") and result.path.parent == store.teacher.file(EVAL_DIR)
     record = json.loads((result.path / "metrics.json").read_text())
     assert record["data_dir"] == str(moved.resolve())
     summary = store.teacher.read_summary()["metrics"]
     assert result.metrics == {k: v for k, v in summary.items() if k.startswith("val/")}  # same bytes, moved
+    assert result.comparison is not None and result.comparison.max_abs_diff == 0.0  # the same data: compared
+    val = moved / "datasets" / "hateful_memes" / "defaults" / "annotations" / "dev_unseen.jsonl"
+    val.write_text("".join(val.read_text().splitlines(keepends=True)[:-4]))
+    edited = rescore(str(store.teacher.path), save_dir=store.save_dir, data_dir=moved, splits=["val"])
+    assert edited.comparison is None  # other content: the summary is not the reference
 
 
 def test_another_checkpoint_file_via_resume_file(store, tmp_path):
