@@ -137,7 +137,9 @@ def _stale_sidecar_after_edit(path: Path) -> None:
     sidecar = content_hash.sidecar_path(path)
     payload = json.loads(sidecar.read_text())
     old_hash = payload["files"][""][3]
-    path.write_text(path.read_text().replace('"t3"', '"t4"'))
+    data = bytearray(path.read_bytes())
+    data[5] ^= 1  # one character of the first line, same size
+    path.write_bytes(bytes(data))
     stat = path.stat()
     payload["files"][""] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, old_hash]
     sidecar.write_text(json.dumps(payload))
@@ -173,3 +175,39 @@ def test_a_resume_over_the_same_data_records_and_passes_the_check(data, tmp_path
     _train_file(data).write_text("{}\n")
     with pytest.raises(DataError, match="train.jsonl"):
         refuse_changed_data(config, recorded, "r")
+
+
+class _StopAfter:
+    """A kill after the first checkpoint: the run is left interrupted with its last.pt."""
+
+    def on_start(self, run, config):
+        pass
+
+    def on_log(self, record, step):
+        if step >= 2 and record.get("type") == "train":
+            raise KeyboardInterrupt
+
+    def on_finish(self, summary):
+        pass
+
+
+def test_a_real_run_records_its_data_and_refuses_to_resume_over_an_edit(tmp_path):
+    from benchmark.data.make import make_dataset
+    from benchmark.tracking.run_store import RunStore
+    from benchmark.train.trainer import run_experiment
+
+    content_hash._memo.clear()
+    make_dataset("hateful_memes", tmp_path / "data", size=64, seed=0)
+    config = _config(tmp_path / "data", tmp_path, "method=student_only", "training.max_epochs=1",
+                     "training.batch_size=16", "training.log_interval=1", "training.evaluation_interval=1",
+                     "training.threads=1", "tracking.wandb.enabled=false")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False, callbacks=(_StopAfter(),))
+    run = RunStore(config.env.save_dir).run(compute_run_id(config))
+    recorded = run.read_summary()["data_fingerprint"]
+    assert recorded == data_fingerprint(config).to_dict() and run.file("last.pt").exists()
+    _stale_sidecar_after_edit(_train_file(tmp_path / "data"))
+    with pytest.raises(DataError, match="train.jsonl"):
+        run_experiment(config, progress=False)
+    assert run.read_summary()["data_fingerprint"] == recorded and run.file("last.pt").exists()
+    content_hash._memo.clear()
