@@ -219,7 +219,7 @@ def cache_verify(
         if isinstance(exc, UserError):
             raise
         raise DataError(f"Teacher cache {path} cannot be used ({exc}). Rebuild it: `{rebuild_command(meta)}`.") from exc
-    chunks = sum(array.n_chunks for _, array in cache.chunks())
+    chunks = sum(array.n_chunks for _, array in cache.arrays())
     console.print(f"teacher cache {path}: {chunks} chunks, {cache.nbytes / 1e9:.2f} GB, every checksum matches "
                   f"({seconds:.1f} s, {cache.nbytes / 1e9 / max(seconds, 1e-9):.2f} GB/s)")
 

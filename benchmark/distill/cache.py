@@ -163,14 +163,15 @@ class TeacherCache:
             for kind in KINDS:
                 self._array(split, kind).check_layout()
 
-    def chunks(self) -> Iterator[tuple[str, ChunkedArray]]:
+    def arrays(self) -> Iterator[tuple[str, ChunkedArray]]:
+        """``("<split>.<kind>", array)`` for every array in the cache."""
         for split in self.meta["arrays"]:
             for kind in KINDS:
                 yield f"{split}.{kind}", self._array(split, kind)
 
     def verify_all(self, on_bytes: Callable[[int], None] | None = None) -> None:
         """Check every chunk now (``msd cache verify``, and small caches on open)."""
-        for _, array in self.chunks():
+        for _, array in self.arrays():
             for nbytes in array.verify_all():
                 if on_bytes is not None:
                     on_bytes(nbytes)
@@ -190,6 +191,8 @@ VERIFY_ON_OPEN: dict[str, Callable[[TeacherCache], bool]] = {
 
 def open_cache(path: Path, key: str, verify: str = "auto") -> TeacherCache:
     """Open a built cache read-only; :class:`StaleCacheError` if it is not exactly what ``key`` names."""
+    if verify not in VERIFY_ON_OPEN:
+        raise ValueError(f"verify must be one of {sorted(VERIFY_ON_OPEN)}, got {verify!r}")
     meta_path = Path(path) / "meta.json"
     if not meta_path.exists():
         raise StaleCacheError("meta.json is missing")
