@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmark.errors import UserError
 from benchmark.tracking.atomic import write_json_atomic
 
 RESERVE_FILE = ".failure-reserve"
@@ -99,7 +100,8 @@ def _interrupted(exc: BaseException) -> str:
     return f"{how}. The run is marked interrupted; the same command resumes it from its last checkpoint."
 
 
-def _diverged(exc: BaseException) -> str:
+def _own_words(exc: BaseException) -> str:
+    """Errors written for the user (a NaN loss, a UserError) already say what to do."""
     return str(exc)
 
 
@@ -117,8 +119,9 @@ ADVICE: dict[type[BaseException] | str, Callable[[BaseException], str]] = {
     OSError: _os_error,
     RuntimeError: _runtime_error,
     KeyboardInterrupt: _interrupted,
+    UserError: _own_words,
     # by class name: the trainer defines it, and this module must not import the trainer
-    "TrainingDivergedError": _diverged,
+    "TrainingDivergedError": _own_words,
 }
 if _gpu_oom_type() is not None:
     ADVICE[_gpu_oom_type()] = _oom_gpu  # type: ignore[index]

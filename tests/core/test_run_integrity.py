@@ -226,7 +226,7 @@ def tiny_tmpfs(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root); the injected-fault test covers the writer")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazily: a failed torch.save may hold a file
 
 
 def _fill(path: Path) -> None:
@@ -292,3 +292,14 @@ def test_runs_list_keeps_full_ids_at_80_columns_and_filters(tmp_path):
         "visual_entailment-teacher-aaaaaaaaaaaa"]
     result = CliRunner().invoke(app, ["runs", "list", "--save-dir", str(tmp_path), "--status", "complete"])
     assert "not a run status" in str(result.exception)
+
+
+def test_msd_run_on_a_full_disk_ends_failed_with_error_log_and_one_paragraph(env, tiny_tmpfs):
+    args = [*RUN, *[a for a in env if not a.startswith("env.save_dir")], f"env.save_dir={tiny_tmpfs / 'runs'}"]
+    result = CliRunner().invoke(app, ["run", "--no-progress", *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    paragraph = " ".join(result.stderr.split())
+    assert "full disk" in paragraph or "disk is full" in paragraph, paragraph
+    (run,) = RunStore(tiny_tmpfs / "runs")
+    assert run.status == "failed" and run.file("error.log").stat().st_size > 0
+    assert not run.file(failure.RESERVE_FILE).exists()  # spent on the record
