@@ -142,6 +142,18 @@ def _hold_out_modes() -> tuple[str, ...]:
     return tuple(HOLD_OUT_MODES)
 
 
+def _amp_dtypes() -> tuple[str, ...]:
+    from benchmark.train.precision import AMP_DTYPES
+
+    return tuple(AMP_DTYPES)
+
+
+def _distributed_modes() -> tuple[str, ...]:
+    from benchmark.train.distributed import DISTRIBUTED_MODES
+
+    return tuple(DISTRIBUTED_MODES)
+
+
 # Every typed key of defaults.yaml (tests/core/test_validate.py checks that each leaf of the
 # sections in RULED_SECTIONS is here or in FREE_KEYS). Registry-backed names (method, weighting,
 # optimizer.type, ...) are in REGISTRY_CHOICES below; keys with a check of their own are in
@@ -195,6 +207,8 @@ VALUE_RULES: tuple[Rule, ...] = (
 # Rules whose choices live in another module (one list, not two).
 LAZY_RULES: tuple[Callable[[], Rule], ...] = (
     lambda: one_of("data.meta_split.hold_out", *_hold_out_modes()),
+    lambda: one_of("training.amp_dtype", *_amp_dtypes()),
+    lambda: one_of("training.distributed", *_distributed_modes()),
 )
 
 # config key -> registry kind: the value must be a registered name.
@@ -209,8 +223,7 @@ REGISTRY_CHOICES: dict[str, str] = {
 }
 
 # Keys a dedicated check below covers (most through the function the trainer itself calls).
-CHECKED_BY_NAME = ("run_type", "training.device", "training.amp_dtype",
-                        "training.distributed", "views.removal", "model_size", "evaluation.splits",
+CHECKED_BY_NAME = ("run_type", "training.device", "views.removal", "model_size", "evaluation.splits",
                         "evaluation.views", "teacher", "checkpoint.resume_file")
 
 # Leaves of defaults.yaml that take any value of their type (names, paths, metric lists).
@@ -393,9 +406,9 @@ def check_run_type(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
     return ()
 
 
-@check("device", after=("values",))
-def check_device(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
-    """Device, precision and distributed mode, through the trainer's own functions."""
+@check("host", after=("values",))
+def check_host(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
+    """This machine can run it: device, precision, distributed mode (the trainer's own functions)."""
     from benchmark.train.batching import resolve_device
     from benchmark.train.distributed import launch_mode
     from benchmark.train.precision import build_precision
@@ -407,7 +420,7 @@ def check_device(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
     return ()
 
 
-@check("distributed", after=("choices", "device"))
+@check("distributed", after=("choices", "host"))
 def check_distributed(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
     """A method that cannot train under DDP says so before the process group starts."""
     from benchmark.registry import registry
@@ -509,6 +522,11 @@ def _teacher_problems(config: DictConfig, run_id: str, teacher: DictConfig, summ
                    f"but its stored config now builds a {built.get('name')} of size {built.get('size')}; the "
                    "checkpoint would not load. Retrain the teacher with this version of the suite.")
             return
+
+
+# Checks about the hardware and launcher of the machine that validates: a grid submitted to
+# Slurm from a login node without GPUs skips them (its cells run, and check, elsewhere).
+HOST_CHECKS = ("host", "distributed")
 
 
 # -- running them -----------------------------------------------------------------------------------

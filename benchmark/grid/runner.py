@@ -239,31 +239,32 @@ def run_grid(
     plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
     if make_data_first(plan.tasks.values()):  # run ids hold the data's content: expand over the made data
         plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
-    validate_cells(plan)  # every cell, before any data is made or any cell trains
+    validate_cells(plan, here=launcher == "local")  # every cell, before any data is made or any cell trains
     backend = launcher_cls(plan.state_dir, workers=workers, threads=threads, **launcher_options)
     return GridRunner(plan, backend, console=console, live=live, retries=retries).run()
 
 
-def validate_cells(plan: Plan) -> None:
+def validate_cells(plan: Plan, *, here: bool = True) -> None:
     """Every cell of the plan through :func:`benchmark.config.validate.validate_config`.
 
     A student's ``teacher=`` names a teacher cell of this grid that may not have trained
     yet; it is checked against that cell's config. Problems shared by several cells (a bad
-    base value) are reported once, with the cells they concern.
+    base value) are reported once, with the cells they concern. Cells that will run on other
+    machines (``here=False``: Slurm) skip the checks of this machine's hardware.
     """
-    from benchmark.config.validate import ConfigValidationError, ValidationContext, validate_config
+    from benchmark.config import validate
 
-    context = ValidationContext(planned_teachers={c.run_id: c.config for c in plan.grid.cells if c.role == "teacher"})
+    context = validate.ValidationContext(planned_teachers={c.run_id: c.config for c in plan.grid.cells if c.role == "teacher"})
     cells_by_problem: dict[str, list[str]] = {}
     for cell in plan.cells:
         try:
-            validate_config(cell.config, context=context)
-        except ConfigValidationError as exc:
+            validate.validate_config(cell.config, context=context, skip=() if here else validate.HOST_CHECKS)
+        except validate.ConfigValidationError as exc:
             for failure in exc.failures:
                 cells_by_problem.setdefault(failure, []).append(cell.name)
     if cells_by_problem:
         failures = [f"{_cells_label(names)}: {problem}" for problem, names in cells_by_problem.items()]
-        raise ConfigValidationError(failures, where=f"Grid file {plan.grid.spec.path}")
+        raise validate.ConfigValidationError(failures, where=f"Grid file {plan.grid.spec.path}")
 
 
 def _cells_label(names: list[str], shown: int = 3) -> str:

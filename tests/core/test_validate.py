@@ -133,8 +133,9 @@ def test_bad_values_name_the_key_the_rule_and_the_value(dirs, extra, expected):
     (["evaluation.views=[multi,image]"], "evaluation.views must be a list of views"),
     (["evaluation.splits=['val','tset']"], "evaluation.splits names 'tset'"),
     (["run_type=trian"], "run_type='trian' is not a run type"),
-    (["training.amp_dtype=float8", "training.fp16=true"], "training.amp_dtype must be one of"),
-    (["training.distributed=maybe"], "training.distributed must be one of"),
+    (["training.amp_dtype=bfloat61", "training.fp16=true"], "training.amp_dtype: 'bfloat61' is not a valid value. "
+                                                            "Did you mean 'bfloat16'"),
+    (["training.distributed=of"], "training.distributed: 'of' is not a valid value. Did you mean 'off'?"),
 ])
 def test_unknown_choices_get_did_you_mean_hints(dirs, extra, expected):
     assert expected in _problem(dirs, *extra)
@@ -184,7 +185,7 @@ def test_every_key_of_the_ruled_sections_of_defaults_yaml_has_a_rule():
 
 
 def test_checks_are_a_registry_of_named_checks():
-    assert {"values", "choices", "teacher", "run_type", "device"} <= set(CHECKS)
+    assert {"values", "choices", "teacher", "run_type", "host"} <= set(CHECKS)
     assert all(check.doc for check in CHECKS.values())
 
 

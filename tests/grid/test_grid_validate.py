@@ -32,3 +32,21 @@ def test_a_bad_base_value_is_reported_once_for_every_cell(tmp_path, grid_tools):
     assert "cells hateful_memes/teacher/seed0, hateful_memes/kd/seed0: optimizer.params.lr" in message
     assert message.count("optimizer.params.lr (the learning rate)") == 1
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_cells_that_run_elsewhere_skip_the_checks_of_this_machines_hardware(tmp_path, grid_tools):
+    """A GPU grid submitted to Slurm from a login node without GPUs is not refused there."""
+    from benchmark.grid.cells import expand
+    from benchmark.grid.dag import build_plan
+    from benchmark.grid.runner import validate_cells
+    from benchmark.grid.spec import load_grid
+
+    path = grid_tools.tiny_grid(tmp_path / "gpu.yaml", ["teacher", "kd"], name="gpu",
+                                base={"training.fp16": True, "training.amp_dtype": "float16"})
+    plan = build_plan(expand(load_grid(path), grid_tools.env_args(tmp_path)))
+    validate_cells(plan, here=False)
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigValidationError, match="needs a CUDA GPU"):
+            validate_cells(plan, here=True)
