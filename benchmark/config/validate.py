@@ -31,14 +31,14 @@ from benchmark.errors import ConfigError, UserError
 class ConfigValidationError(ConfigError):
     """One or more problems of a run config, each one paragraph (``failures``)."""
 
-    def __init__(self, failures: list[str], where: str = "") -> None:
+    def __init__(self, failures: list[str], where: str = "", what: str = "the config") -> None:
         self.failures = failures
         self.where = where
         head = f"{where}: " if where else ""
         if len(failures) == 1:
             message = head + failures[0]
         else:
-            message = f"{head}{len(failures)} problems in the config:\n" + "\n".join(f"- {f}" for f in failures)
+            message = f"{head}{len(failures)} problems in {what}:\n" + "\n".join(f"- {f}" for f in failures)
         super().__init__(message)
 
 

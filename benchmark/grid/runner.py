@@ -264,7 +264,7 @@ def validate_cells(plan: Plan, *, here: bool = True) -> None:
                 cells_by_problem.setdefault(failure, []).append(cell.name)
     if cells_by_problem:
         failures = [f"{_cells_label(names)}: {problem}" for problem, names in cells_by_problem.items()]
-        raise validate.ConfigValidationError(failures, where=f"Grid file {plan.grid.spec.path}")
+        raise validate.ConfigValidationError(failures, where=f"Grid file {plan.grid.spec.path}", what="its cells")
 
 
 def _cells_label(names: list[str], shown: int = 3) -> str:

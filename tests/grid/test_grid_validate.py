@@ -50,3 +50,19 @@ def test_cells_that_run_elsewhere_skip_the_checks_of_this_machines_hardware(tmp_
     if not torch.cuda.is_available():
         with pytest.raises(ConfigValidationError, match="needs a CUDA GPU"):
             validate_cells(plan, here=True)
+
+
+def test_msd_grid_run_prints_every_problem_once_without_a_traceback(tmp_path, grid_tools):
+    from typer.testing import CliRunner
+
+    from benchmark.cli import app
+
+    path = grid_tools.tiny_grid(tmp_path / "two.yaml", ["teacher", "kd", "msd"], name="two",
+                                base={"optimizer.params.lr": "abc"})
+    path.write_text(path.read_text().replace("- instance", "- instanse"))
+    result = CliRunner().invoke(app, ["grid", "run", str(path), "--no-progress", *grid_tools.env_args(tmp_path)])
+    assert isinstance(result.exception, ConfigValidationError)  # main() prints it as one paragraph (exit 2)
+    message = str(result.exception)
+    assert message.startswith(f"Grid file {path}: 2 problems in its cells:\n- cells hateful_memes/teacher/seed0, ")
+    assert "\n- cell hateful_memes/msd-instanse/seed0: weighting: 'instanse'" in message
+    assert not (tmp_path / "runs").exists()
