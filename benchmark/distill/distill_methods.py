@@ -140,7 +140,6 @@ class MSD(DistillMethod):
 
     def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
         super().__init__(config, info)
-        self.saliency_definition = self.objective.saliency_definition
         self.meta: MetaWeightLearner | None = None
         self._weights_seen: dict[str, list[Tensor]] = {m: [] for m in self.scheme.views}
 
