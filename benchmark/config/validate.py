@@ -34,12 +34,16 @@ class ConfigValidationError(ConfigError):
     def __init__(self, failures: list[str], where: str = "", what: str = "the config") -> None:
         self.failures = failures
         self.where = where
+        self.what = what
         head = f"{where}: " if where else ""
         if len(failures) == 1:
             message = head + failures[0]
         else:
             message = f"{head}{len(failures)} problems in {what}:\n" + "\n".join(f"- {f}" for f in failures)
         super().__init__(message)
+
+    def __reduce__(self) -> tuple:  # pickles whole (a worker process may hand it back)
+        return (type(self), (self.failures, self.where, self.what))
 
 
 # -- the value table ------------------------------------------------------------------------------

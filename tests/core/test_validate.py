@@ -310,3 +310,12 @@ def test_a_search_validates_its_configs_before_its_teacher_trains(dirs):
         _build(_args(dirs, "method=kd", "optimizer.params.lr=-1"), spec)
     with pytest.raises(UserError, match="teacher=student0 is not a teacher"):
         _build(_args(dirs, "method=kd", "teacher=student0"), spec)
+
+
+def test_the_error_survives_pickling_whole(dirs):
+    import pickle
+
+    with pytest.raises(ConfigValidationError) as info:
+        validate_config(_config(dirs, "optimizer.params.lr=-1", "training.max_epochs=0"))
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert str(copy) == str(info.value) and copy.failures == info.value.failures
