@@ -59,8 +59,9 @@ def load_teacher(config: DictConfig, info: DatasetInfo, device: torch.device) ->
     return LoadedTeacher(run=run, config=teacher_config, model=model, summary=run.read_summary() or {})
 
 
-def check_views_match(student_config: DictConfig, teacher_config: DictConfig) -> None:
-    """Refuse a student whose ``views.removal`` differs from its teacher's.
+def views_mismatch(student_config: DictConfig, teacher_config: DictConfig) -> str | None:
+    """Why a student cannot distil from this teacher's views, or None when both use the same
+    ``views.removal``. A config check can report it before anything is written.
 
     Why refuse rather than key the cache on the student's rule too: the teacher's image-only
     and text-only logits are made by the teacher's own rule, cached or live, and MSD's
@@ -69,9 +70,17 @@ def check_views_match(student_config: DictConfig, teacher_config: DictConfig) ->
     """
     student = str(student_config.views.removal)
     teacher = str(teacher_config.get("views", {}).get("removal", "drop"))
-    if student != teacher:
-        raise ConfigError(
-            f"views.removal={student} for this student, but its teacher was trained with views.removal={teacher}: "
-            "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
-            f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
-        )
+    if student == teacher:
+        return None
+    return (
+        f"views.removal={student} for this student, but its teacher was trained with views.removal={teacher}: "
+        "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
+        f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
+    )
+
+
+def check_views_match(student_config: DictConfig, teacher_config: DictConfig) -> None:
+    """Raise :class:`ConfigError` with :func:`views_mismatch`'s reason, if there is one."""
+    problem = views_mismatch(student_config, teacher_config)
+    if problem:
+        raise ConfigError(problem)
