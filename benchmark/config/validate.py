@@ -228,7 +228,7 @@ REGISTRY_CHOICES: dict[str, str] = {
 
 # Keys a dedicated check below covers (most through the function the trainer itself calls).
 CHECKED_BY_NAME = ("run_type", "training.device", "views.removal", "model_size", "evaluation.splits",
-                        "evaluation.views", "teacher", "checkpoint.resume_file")
+                   "evaluation.views", "teacher", "checkpoint.resume_file")
 
 # Leaves of defaults.yaml that take any value of their type (names, paths, metric lists).
 FREE_KEYS = ("evaluation.metrics", "recipes.lr.teacher", "recipes.lr.student", "recipes.lr.paper_base")
@@ -426,14 +426,21 @@ def check_host(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
 
 @check("distributed", after=("choices", "host"))
 def check_distributed(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
-    """A method that cannot train under DDP says so before the process group starts."""
+    """Under a multi-process launcher: a global batch for every rank, a method that can train under DDP."""
     from benchmark.registry import registry
     from benchmark.train.distributed import launch_mode
 
-    if launch_mode(str(config.training.distributed)) > 1:
-        refusal = registry.get_method(str(config.method)).distributed_refusal(config)
-        if refusal:
-            yield refusal
+    world = launch_mode(str(config.training.distributed))
+    if world <= 1:
+        return
+    batch = int(config.training.batch_size)
+    if batch < world:  # the split sizes, the other half of the trainer's rule, need the data
+        yield (f"A world of {world} ranks is larger than the data of one update: the global batch "
+               f"training.batch_size={batch} has fewer samples than ranks. Every rank needs at least one sample of "
+               "each batch; launch fewer processes or raise training.batch_size.")
+    refusal = registry.get_method(str(config.method)).distributed_refusal(config)
+    if refusal:
+        yield refusal
 
 
 @check("model", after=("choices",))

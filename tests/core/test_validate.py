@@ -163,6 +163,7 @@ def test_the_trainers_own_rules_are_called_not_copied(dirs, monkeypatch):
 
     refusal = registry.get_method("msd").distributed_refusal(_config(dirs, "method=msd", "weighting=learned"))
     assert refusal and refusal in message
+    assert "A world of 2 ranks is larger than the data of one update" in _problem(dirs, "training.batch_size=1")
 
 
 def test_a_missing_resume_file_is_named(dirs):
