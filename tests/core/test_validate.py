@@ -273,6 +273,9 @@ def test_msd_run_fails_in_one_paragraph_and_writes_nothing(dirs, monkeypatch, ca
     assert "Traceback" not in err
     after = sorted(p for p in dirs["runs"].parent.rglob("*"))
     assert after == before, "files appeared in the run store, data or cache (a run directory, a lock)"
+    from benchmark.grid.locks import LOCK_DIR
+
+    assert not (dirs["runs"] / LOCK_DIR).exists(), "a run lock was taken"
     assert not dirs["wandb"].exists(), "a W&B run was started"
 
 
