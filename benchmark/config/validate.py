@@ -82,6 +82,8 @@ class Rule:
                 return None
             if isinstance(value, str) and value in self.choices:
                 return None
+            if isinstance(value, bool) and str(value).lower() in self.choices:
+                return None  # YAML's true for a choice spelled "true" (training.pin_memory)
             from benchmark.models.options import invalid_choice
 
             return invalid_choice(self.key, value, self.choices)

@@ -141,6 +141,13 @@ def test_unknown_choices_get_did_you_mean_hints(dirs, extra, expected):
     assert expected in _problem(dirs, *extra)
 
 
+@pytest.mark.parametrize("extra", [["training.pin_memory=true"], ["training.pin_memory=auto"],
+                                   ["training.max_epochs=null", "training.max_updates=10"],
+                                   ["training.clip_grad_norm=null"], ["training.max_epochs=2.0"]])
+def test_values_the_trainer_accepts_pass(dirs, extra):
+    validate_config(_config(dirs, *extra))
+
+
 def test_every_problem_is_reported_at_once_one_paragraph_each(dirs):
     message = _problem(dirs, "optimizer.params.lr=-1", "training.max_epochs=0", "method=kdd")
     assert message.startswith("3 problems in the config:")
