@@ -330,3 +330,23 @@ def test_the_error_survives_pickling_whole(dirs):
         validate_config(_config(dirs, "optimizer.params.lr=-1", "training.max_epochs=0"))
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == str(info.value) and copy.failures == info.value.failures
+
+
+def test_an_hpo_trial_with_a_bad_sampled_value_fails_before_its_lock_and_run(dirs):
+    from types import SimpleNamespace
+
+    import optuna
+
+    from benchmark.hpo.objective import TrialObjective
+    from benchmark.hpo.prepare import Prepared
+
+    space = SimpleNamespace(sample=lambda trial, fixed: {"optimizer.params.lr": -0.001})
+    spec = SimpleNamespace(space=space, fixed={}, objectives=[SimpleNamespace(metric="val/x")], multi_objective=False)
+    objective = TrialObjective(spec=spec, prepared=Prepared(args=_args(dirs), teacher_run=None), study_name="s",
+                               wandb=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study().ask()
+    before = sorted(dirs["runs"].parent.rglob("*"))
+    with pytest.raises(ConfigValidationError, match=r"^trial 0 \(optimizer.params.lr=-0.001\): optimizer.params.lr"):
+        objective._run(trial)
+    assert sorted(dirs["runs"].parent.rglob("*")) == before
