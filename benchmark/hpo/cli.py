@@ -153,6 +153,23 @@ def compare(
     _log(f"wrote {csv_path} and {md_path}")
 
 
+@hpo_app.command("dashboard")
+def dashboard(
+    target: str = typer.Argument(..., metavar="STUDY_OR_STORAGE",
+                                 help="A study name (results/hpo/<study>.db, or --storage) or a storage URL/file."),
+    storage: str | None = STORAGE_OPT,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free one)."),
+) -> None:
+    """Serve optuna-dashboard on a study's storage until Ctrl-C; prints its URL."""
+    from benchmark.hpo.dashboard import make_dashboard, resolve_target, serve_until_signal
+
+    server, url = make_dashboard(resolve_target(target, storage), host, port)
+    _log(f"optuna-dashboard: {url}  (Ctrl-C to stop)")
+    serve_until_signal(server)
+    _log("dashboard stopped")
+
+
 @hpo_app.command("grid")
 def grid(
     studies: list[str] = typer.Argument(..., help="Studies whose best trials become grid cells."),

@@ -3,7 +3,8 @@
 Why ordinary runs: a tuned configuration must be reproducible with ``msd run`` and land in
 the same run store (and W&B project) as every other run, so analysis never needs to know a
 run came from a search. The link is kept on both sides: the trial stores the run id
-(``user_attrs["run_id"]``), the run's config stores the study and trial number under
+(``user_attrs["run_id"]``) and, with W&B on, its W&B run (``wandb_run_id``, ``wandb_project``);
+the run's config stores the study and trial number under
 ``hpo.*`` — a volatile key, so the run id does not depend on which trial asked for it and
 two trials with identical values share one run (the second one finds it complete).
 """
@@ -141,7 +142,7 @@ class TrialObjective:
         trial.set_user_attr("args", reproducible_args(args))
         reporter = TrialReporter(trial, self.spec.objectives[0].metric, self.prune,
                                  report=not self.spec.multi_objective)
-        callbacks: tuple = (reporter, *self._wandb(config, trial))
+        callbacks: tuple = (reporter, *self._wandb(config, trial, run_id))
         with FileLock(run_lock_path(config.env.save_dir, run_id)):  # identical values in two workers
             result = run_experiment(config, progress=False, callbacks=callbacks)
         trial.set_user_attr("reused_run", bool(result.skipped))
@@ -154,13 +155,22 @@ class TrialObjective:
             trial.set_user_attr(FAIL_REASON, "nan")
         return values[0] if len(values) == 1 else values
 
-    def _wandb(self, config: DictConfig, trial: optuna.Trial) -> tuple:
+    def _wandb(self, config: DictConfig, trial: optuna.Trial, run_id: str) -> tuple:
+        """The W&B logger, and the trial's link to its W&B run: the id is derived from the run id
+        (one W&B run per run, resumed by a retried trial), so it is known before training."""
         if not self.wandb:
             return ()
-        from benchmark.tracking.wandb_logger import wandb_callbacks
+        from benchmark.tracking.wandb_logger import wandb_callbacks, wandb_run_id
 
-        return wandb_callbacks(config, name=f"{self.study_name}/trial-{trial.number}", group=self.study_name,
-                               job_type="hpo")
+        loggers = wandb_callbacks(config, name=f"{self.study_name}/trial-{trial.number}", group=self.study_name,
+                                  job_type="hpo")
+        for logger in loggers:
+            where = logger.settings.init_args()
+            trial.set_user_attr("wandb_run_id", wandb_run_id(run_id))
+            trial.set_user_attr("wandb_project", where.get("project"))
+            if where.get("entity"):
+                trial.set_user_attr("wandb_entity", where["entity"])
+        return loggers
 
     def _check_surplus(self, trial: optuna.Trial) -> None:
         """With several workers two may start the last trial at once; the later one yields."""

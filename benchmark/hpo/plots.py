@@ -40,6 +40,21 @@ def _plots(vis: Any) -> dict[str, tuple[Callable[..., Any], bool]]:
     }
 
 
+def metric_name(study: optuna.Study) -> str:
+    """The first objective's metric: the study's metric names, else the search's objectives."""
+    names = study.metric_names or [o[0] for o in study.user_attrs.get("objectives") or [["Objective Value"]]]
+    return str(names[0])
+
+
+def target_kwargs(study: optuna.Study) -> dict[str, Any]:
+    """What the figures that take a target are called with: the first objective of a
+    multi-objective study, and always its metric's name (Optuna's optimisation history ignores
+    the study's metric names and would say "Objective Value")."""
+    if len(study.directions) > 1:
+        return {"target": lambda t: t.values[0], "target_name": metric_name(study)}
+    return {"target_name": metric_name(study)}
+
+
 def write_plots(study: optuna.Study, out_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
     """PNG (and HTML with plotly) per figure under ``<out_dir>/<study>/``; returns (paths, skipped)."""
     import matplotlib
@@ -51,8 +66,8 @@ def write_plots(study: optuna.Study, out_dir: str | Path | None = None) -> tuple
     target_dir = Path(out_dir or DEFAULT_DIR) / study.study_name
     target_dir.mkdir(parents=True, exist_ok=True)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    metric = (study.user_attrs.get("objectives") or [["objective value"]])[0][0]
-    kwargs = {"target": lambda t: t.values[0], "target_name": metric} if len(study.directions) > 1 else {}
+    metric = metric_name(study)
+    kwargs = target_kwargs(study)
     written: list[Path] = []
     skipped: list[str] = []
     for name, (plot, takes_target) in _plots(vis).items():
@@ -63,6 +78,8 @@ def write_plots(study: optuna.Study, out_dir: str | Path | None = None) -> tuple
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = plot(study, **(kwargs if takes_target else {}))
+            if name == "intermediate_values" and hasattr(ax, "set_ylabel"):
+                ax.set_ylabel(f"{metric} (each evaluation)")
             figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             figure.set_size_inches(9, 5.5)
             figure.tight_layout()

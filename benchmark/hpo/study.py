@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ def open_study(spec: SearchSpec, url: str, name: str) -> optuna.Study:
         if have != spec.directions:
             raise UserError(f"Study {name!r} in {st.safe_url(url)} optimises {have}, the search file {spec.path} "
                             f"{spec.directions}: use another --study name.")
+        if existing.metric_names is None:  # a study created before metric names were set
+            name_metrics(existing, spec)
         return existing
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
@@ -95,7 +98,16 @@ def open_study(spec: SearchSpec, url: str, name: str) -> optuna.Study:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     for key, value in study_attrs(spec).items():
         study.set_user_attr(key, value)
+    name_metrics(study, spec)
     return study
+
+
+def name_metrics(study: optuna.Study, spec: SearchSpec) -> None:
+    """Name each objective by its metric (``val/hateful_memes/roc_auc``), so Optuna's plots and
+    optuna-dashboard label their axes with it instead of "Objective Value"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.metric for o in spec.objectives])
 
 
 def study_attrs(spec: SearchSpec) -> dict[str, Any]:
