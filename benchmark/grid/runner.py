@@ -237,9 +237,9 @@ def run_grid(
 
     launcher_cls = registry.get_launcher(launcher)  # a typo fails before any expansion work
     plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
+    validate_cells(plan, here=launcher == "local")  # every cell, before any data is made or any cell trains
     if make_data_first(plan.tasks.values()):  # run ids hold the data's content: expand over the made data
         plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
-    validate_cells(plan, here=launcher == "local")  # every cell, before any data is made or any cell trains
     backend = launcher_cls(plan.state_dir, workers=workers, threads=threads, **launcher_options)
     return GridRunner(plan, backend, console=console, live=live, retries=retries).run()
 
