@@ -5,8 +5,9 @@ data, started W&B and written a run directory, so a typo cost ~30 s and left a `
 run behind, and a typo in a grid cell failed only after the cells before it had trained.
 Every check here needs the config alone (and the run store, to find ``teacher=``); the whole
 pass takes milliseconds once the suite is imported (docs/architecture.md §3.4 has the
-figure), and ``msd run``, ``msd grid run`` (every cell, before any trains) and HPO trials
-call :func:`validate_config` first.
+figure), and ``msd run``, ``msd cache build``, ``msd grid run`` (every cell, before any data
+is made or any cell trains) and HPO (trials, and the search's configs before its teacher
+trains) call :func:`validate_config` first.
 
 Checks are small named functions in :data:`CHECKS` (``@check``), not an if/else chain;
 value ranges are one table, :data:`VALUE_RULES`; a test keeps it in step with
