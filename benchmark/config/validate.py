@@ -463,7 +463,7 @@ def check_resume_file(config: DictConfig, ctx: ValidationContext) -> Iterable[st
 
 @check("teacher", after=("choices", "run_type"))
 def check_teacher(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
-    """teacher= of a distilling method: present, unique, complete, a teacher, same dataset, buildable."""
+    """teacher= of a distilling method: present, unique, complete, a teacher, same dataset and view rule, buildable."""
     from benchmark.registry import registry
     from benchmark.train.run_types import parse_run_type
 
@@ -524,6 +524,11 @@ def _teacher_problems(config: DictConfig, run_id: str, teacher: DictConfig, summ
         yield (f"teacher={run_id} was trained on {dataset!r}, but this run is on {config.dataset!r}; name a teacher "
                f"of {config.dataset}.")
         return
+    from benchmark.distill.teacher import views_mismatch
+
+    mismatch = views_mismatch(config, teacher)
+    if mismatch:
+        yield f"teacher={run_id}: {mismatch}"
     try:
         built = ctx.model_config(teacher, role="teacher")
     except ConfigError as exc:

@@ -45,6 +45,7 @@ def store(tmp_path_factory) -> Path:
     _stored_run(dirs, "mm0", "dataset=mmimdb", "method=teacher")
     _stored_run(dirs, "running0", "method=teacher", status="running")
     _stored_run(dirs, "old0", "method=teacher", size="paper_base")
+    _stored_run(dirs, "zero0", "method=teacher", "views.removal=zero")
     bare = _stored_run(dirs, "bare0", "method=teacher")
     bare.file("checkpoint.pt").unlink()
     return dirs["runs"]
@@ -220,6 +221,12 @@ def test_a_student_given_as_teacher_is_not_a_teacher(dirs):
 def test_a_teacher_of_another_dataset_is_refused(dirs):
     message = _problem(dirs, "method=kd", "teacher=mm0")
     assert "teacher=mm0 was trained on 'mmimdb', but this run is on 'hateful_memes'" in message
+
+
+def test_a_teacher_with_another_view_removal_rule_is_refused(dirs):
+    message = _problem(dirs, "method=msd", "weighting=instance", "teacher=zero0")
+    assert ("teacher=zero0: views.removal=drop for this student, but its teacher was trained with "
+            "views.removal=zero") in message
 
 
 def test_an_incomplete_teacher_or_one_without_checkpoint_is_refused(dirs):
