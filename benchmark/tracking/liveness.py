@@ -31,7 +31,7 @@ STALE_AFTER_S = float(os.environ.get("MSD_HEARTBEAT_STALE_S", 60.0))
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host (ours or another user's)."""
+    """True when a live process with this pid exists on this host (ours or another user's)."""
     if pid <= 0:
         return False
     try:
@@ -40,16 +40,25 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    fields = _stat_fields(pid)  # a zombie (exited, not yet reaped by its parent) trains nothing
+    return not (fields and fields[0] in ("Z", "X"))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name (state first); None where /proc is absent."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def process_start(pid: int) -> int | None:
     """Process start time in clock ticks since boot (Linux); None where /proc is absent."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
         return None
 
 

@@ -274,6 +274,8 @@ class Trainer:
         if state is None and self.config.checkpoint.get("resume_file"):
             state = self._start_from_file(Path(str(self.config.checkpoint.resume_file)).expanduser())
         if state is None:
+            if self.dist.is_main:  # a start from step 0: rows of an attempt killed before its first checkpoint go
+                self.run_dir.truncate_metrics(0)
             return
         self.state.step = state["step"]
         self.state.epoch = state["epoch"]

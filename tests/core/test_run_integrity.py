@@ -80,6 +80,12 @@ def test_a_dead_process_is_told_apart_from_a_live_one_by_pid_and_by_heartbeat_ag
         child.kill()
         child.wait()
     assert not pid_alive(child.pid) and not heartbeat_alive(record)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; not reaped until wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.05)
+    assert not pid_alive(zombie.pid)  # a worker that exited but was not yet reaped trains nothing
+    zombie.wait()
     reused = {**owner_record(), "start": -1, "beat_at": time.time()}  # our pid, another start time
     assert not heartbeat_alive(reused)
     elsewhere = {"host": "another-node", "pid": 1, "beat_at": 1000.0}
@@ -183,6 +189,21 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes(env):
     assert "SIGTERM" in run.file("error.log").read_text() and not run.file(HEARTBEAT_FILE).exists()
     resumed = run_experiment(config, progress=False)
     assert resumed.summary["status"] == "completed" and resumed.summary["resumed_from_step"] >= 2
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_without_its_old_rows(env):
+    config = build_config([*RUN, *env, "training.evaluation_interval=100"])
+
+    def killed():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False, callbacks=(_At(1, killed),))
+    run = RunStore(config.env.save_dir).run(compute_run_id(config))
+    assert not run.file("last.pt").exists() and [r["type"] for r in run.read_metrics()] == ["train"]
+    run_experiment(config, progress=False)
+    keys = [(r["type"], r["trainer/global_step"]) for r in run.read_metrics()]
+    assert len(keys) == len(set(keys)) and keys.count(("train", 1)) == 1
 
 
 def test_a_full_disk_while_writing_error_log_still_leaves_its_first_line_and_says_so(tmp_path, monkeypatch, capsys):
