@@ -60,8 +60,10 @@ class RunDir:
             handle.flush()
 
     def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop records logged after the checkpoint we restart from."""
-        kept = [r for r in self.read_metrics() if int(r.get("trainer/global_step", 0)) <= after_step]
+        """On resume, drop records logged after the checkpoint we restart from, and the final
+        evaluation of an attempt killed before it completed (the resumed attempt redoes it)."""
+        kept = [r for r in self.read_metrics()
+                if int(r.get("trainer/global_step", 0)) <= after_step and r.get("type") != "final"]
         write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     def write_predictions(self, frame: pd.DataFrame) -> None:

@@ -450,9 +450,9 @@ class Trainer:
                 "wall_time_s": round(time.time() - started, 3),
             }
         )
-        if self.dist.is_main:
-            ckpt.remove_training_state(self.run_dir)
+        if self.dist.is_main:  # completed first: a kill in between leaves a complete run, not a lost last.pt
             self.run_dir.write_summary(self.summary)
+            ckpt.remove_training_state(self.run_dir)
         for callback in self.callbacks:
             callback.on_finish(self.summary)
 

@@ -206,6 +206,22 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_without_its_old_rows(
     assert len(keys) == len(set(keys)) and keys.count(("train", 1)) == 1
 
 
+def test_a_run_killed_after_its_final_evaluation_resumes_with_one_final_record(env):
+    config = build_config([*RUN, *env])
+
+    class KilledAtFinal(_At):
+        def on_log(self, record, step):
+            if record.get("type") == "final":
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False, callbacks=(KilledAtFinal(0, None),))
+    run = RunStore(config.env.save_dir).run(compute_run_id(config))
+    assert run.status == "interrupted" and run.file("last.pt").exists()
+    run_experiment(config, progress=False)
+    assert [r["type"] for r in run.read_metrics()].count("final") == 1 and run.is_complete()
+
+
 def test_a_full_disk_while_writing_error_log_still_leaves_its_first_line_and_says_so(tmp_path, monkeypatch, capsys):
     """Fault injected into the writer: the traceback write fails with ENOSPC."""
     real_open = open
