@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+
+from benchmark.train.metrics import accuracy_hits
 
 Evaluator = Callable[[np.ndarray], np.ndarray]
 
@@ -114,8 +117,8 @@ def sample_stats(frame: pd.DataFrame, metric: str, task: str | None = None) -> S
     logits = _stack(frame["logits"])
     raw_target = frame["target"].to_numpy()
     target = _stack(frame["target"]) if isinstance(raw_target[0], (list, np.ndarray)) else raw_target.astype(np.float64)
-    if metric == "accuracy":
-        correct = (_pred_classes(logits) == _class_targets(target)).astype(np.float64)
+    if metric == "accuracy":  # the registered metric's own per-sample rule (MMF's topk)
+        correct = accuracy_hits(torch.from_numpy(logits), torch.from_numpy(target)).numpy()
         return SampleStats.from_scores(correct, metric, index)
     if metric == "binary_f1":
         pred, gold = _pred_classes(logits) == 1, _class_targets(target) == 1

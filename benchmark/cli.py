@@ -59,8 +59,7 @@ def run(
     from benchmark.train.distributed import launcher_world
     from benchmark.train.trainer import run_experiment
 
-    if debug:
-        os.environ["MSD_DEBUG"] = "1"
+    debug = debug or _debug_requested()
     config = build_config(list(ctx.args))
     validate_config(config)  # before any run directory, lock or W&B run exists
     rank, world, _ = launcher_world()
@@ -74,10 +73,10 @@ def run(
         # A run that crashed (NaN, full disk, out of memory, SIGTERM) has recorded its status
         # and error.log: one paragraph naming them. Anything else is a bug and keeps its traceback.
         failure = run_failure_of(exc)
-        if isinstance(exc, Terminated) and failure is None and not os.environ.get("MSD_DEBUG"):
+        if isinstance(exc, Terminated) and failure is None and not debug:
             err_console.print(f"{exc} before the run started: nothing was written.", highlight=False)
             raise typer.Exit(143) from None
-        if failure is None or os.environ.get("MSD_DEBUG"):
+        if failure is None or debug:
             raise
         err_console.print(f"[bold red]error:[/bold red] {escape(failure.paragraph())}", highlight=False)
         raise typer.Exit(failure.exit_code) from None
@@ -285,11 +284,18 @@ def runs_index(save_dir: Path | None = typer.Option(None, help="Run store (defau
     console.print(f"wrote {path}")
 
 
+def _debug_requested() -> bool:
+    """``--debug`` (read from argv, so that an error raised before the command's own option is
+    parsed also shows its traceback) or ``MSD_DEBUG=1``; never written back into the
+    environment, where it would outlive the command (tests call ``main`` in one process)."""
+    return bool(os.environ.get("MSD_DEBUG")) or "--debug" in sys.argv[1:]
+
+
 def main() -> None:
     try:
         app()
     except UserError as exc:
-        if os.environ.get("MSD_DEBUG"):
+        if _debug_requested():
             raise
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(2)

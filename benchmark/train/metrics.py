@@ -147,9 +147,14 @@ def _binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def accuracy(logits: Tensor, targets: Tensor, task: str) -> float:
     """Share of samples whose top-1 logit is the target's top-1 class (MMF ``Accuracy``, ``topk=1``)."""
     _check(logits, targets, task, "accuracy")
+    return float(accuracy_hits(logits, targets).mean())
+
+
+def accuracy_hits(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per sample, 1.0 where :func:`accuracy` counts a hit (the bootstrap resamples these)."""
     pred = _predicted_classes(logits.detach(), "topk")
     gold = _class_targets(targets.detach(), "topk")
-    return float((pred == gold).double().mean())
+    return (pred == gold).double()
 
 
 @registry.register_metric("binary_f1")

@@ -78,19 +78,8 @@ def test_wandb_sync_lists_offline_runs(tmp_path):
 
 
 # -- one W&B run per run id, lineage and artifacts (issue 13) ----------------------------------
-class StopAtUpdate3:
-    """Interrupts a run like Ctrl-C right after update 3 was logged (W&B logged it too)."""
-
-    def on_start(self, run, config): ...
-    def on_finish(self, summary): ...
-
-    def on_log(self, record, step):
-        if step == 3 and record["type"] == "train":
-            raise KeyboardInterrupt
-
-
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory, grid_tools):
+def lineage(tmp_path_factory, grid_tools, interrupt_after_update):
     """A teacher interrupted at update 3 and resumed, then a KD student, all standalone with
     W&B offline; the teacher's checkpoint is a reference (``upload_max_mb=0``), the student's
     is uploaded."""
@@ -104,7 +93,7 @@ def lineage(tmp_path_factory, grid_tools):
         mp.setenv("WANDB_SILENT", "true")
         teacher_config = build_config([*base, "method=teacher", "training.max_updates=6", "tracking.wandb.upload_max_mb=0"])
         with pytest.raises(KeyboardInterrupt):
-            run_experiment(teacher_config, progress=False, callbacks=(*wandb_callbacks(teacher_config), StopAtUpdate3()))
+            run_experiment(teacher_config, progress=False, callbacks=(*wandb_callbacks(teacher_config), interrupt_after_update(3)))
         teacher = run_experiment(teacher_config, progress=False, callbacks=wandb_callbacks(teacher_config))
         student_config = build_config([*base, "method=kd", f"teacher={teacher.run_id}", "training.max_updates=4"])
         student = run_experiment(student_config, progress=False, callbacks=wandb_callbacks(student_config))

@@ -87,19 +87,12 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(data_dir, 
     assert not rows[rows.type == "train"].duplicated("trainer/global_step").any()
 
 
-def test_an_interrupted_run_resumes_under_ddp_and_ends_like_an_uninterrupted_one(data_dir, tmp_path):
+def test_an_interrupted_run_resumes_under_ddp_and_ends_like_an_uninterrupted_one(data_dir, tmp_path,
+                                                                                 interrupt_after_update):
     extra = ["method=teacher", "training.max_updates=6", "training.batch_size=16", "training.evaluation_interval=2"]
-
-    class StopAtUpdate3:
-        def on_start(self, run, config): ...
-        def on_finish(self, summary): ...
-        def on_log(self, record, step):
-            if step == 3 and record["type"] == "train":
-                raise KeyboardInterrupt
-
     config = build_config(_args(data_dir, tmp_path / "ddp", *extra, "training.log_interval=1"))
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(config, progress=False, callbacks=(StopAtUpdate3(),))
+        run_experiment(config, progress=False, callbacks=(interrupt_after_update(3),))
     (run,) = list(RunStore(tmp_path / "ddp"))
     assert run.status == "interrupted" and run.file("last.pt").exists()
     resumed = _torchrun(_args(data_dir, tmp_path / "ddp", *extra, "training.log_interval=1"))
