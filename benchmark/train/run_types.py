@@ -49,8 +49,14 @@ def score_without_training(config: DictConfig, run_id: str, run_type: RunType) -
     """``run_type=val|test|predict``: score the run's own checkpoint, or ``checkpoint.resume_file``,
     through the same code as ``msd eval``; the run's own files are never touched."""
     from benchmark.tracking.run_store import RunStore
+    from benchmark.train.distributed import launcher_world
     from benchmark.train.rescore import eval_name, publish_eval, rescore, score_checkpoint
 
+    if launcher_world()[1] > 1:
+        raise ConfigError(
+            f"run_type={config.run_type} scores a checkpoint in one process (it is fast, and several "
+            "processes would write the same files): run it without torchrun."
+        )
     views = list(config.evaluation.views)
     resume_file = config.checkpoint.get("resume_file")
     run = RunStore(config.env.save_dir).run(run_id)

@@ -89,3 +89,9 @@ def test_a_resume_file_of_another_architecture_fails_clearly(config, tmp_path):
     other = run_experiment(config("method=student_only"), progress=False)  # student preset: other shapes
     with pytest.raises(CheckpointError, match="does not fit"):
         run_experiment(config(f"checkpoint.resume_file={other.run_dir.file('checkpoint.pt')}"), progress=False)
+
+
+def test_scoring_under_a_multi_process_launcher_is_refused(config, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="without torchrun"):
+        run_experiment(config("run_type=test"), progress=False)
