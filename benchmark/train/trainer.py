@@ -353,11 +353,11 @@ class Trainer:
             with self.precision.autocast():
                 loss, terms = self.method.training_loss(self.train_model, batch)
             self.precision.backward(loss if scale == 1.0 else loss * scale)
-        update.add(terms, local, finite=bool(torch.isfinite(loss)))
+        update.add(terms, local, finite=torch.isfinite(loss.detach()))
 
     def _apply_update(self, update: _Update) -> dict[str, float]:
         terms = update.mean_terms()
-        if not self.dist.all_agree(update.finite):
+        if not self.dist.all_agree(update.is_finite):
             if self.config.training.fail_on_nan:
                 raise TrainingDivergedError(
                     f"Loss became non-finite at update {self.state.step + 1} (terms: {terms}). Lower "
@@ -494,9 +494,9 @@ class _Update:
     size: int
     num_samples: int
     done: int = 0
-    finite: bool = True
-    weighted: dict[str, float] = field(default_factory=dict)
-    last_terms: dict[str, float] = field(default_factory=dict)
+    finite: torch.Tensor | None = None
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_terms: dict[str, torch.Tensor] = field(default_factory=dict)
     local_samples: int = 0
 
     @classmethod
@@ -511,19 +511,27 @@ class _Update:
     def complete(self) -> bool:
         return self.done == self.size
 
-    def add(self, terms: dict[str, torch.Tensor], local: int, finite: bool) -> None:
+    def add(self, terms: dict[str, torch.Tensor], local: int, finite: torch.Tensor) -> None:
+        """Kept as tensors: reading a GPU value waits for the GPU, so the update reads its terms
+        once, at its end, not once per term and micro-batch."""
         self.done += 1
-        self.finite &= finite
+        self.finite = finite if self.finite is None else self.finite & finite
         self.local_samples += local
-        self.last_terms = {name: float(value) for name, value in terms.items()}
+        self.last_terms = {name: torch.as_tensor(value).detach().float() for name, value in terms.items()}
         for name, value in self.last_terms.items():
-            self.weighted[name] = self.weighted.get(name, 0.0) + value * local
+            self.weighted[name] = self.weighted[name] + value * local if name in self.weighted else value * local
+
+    @property
+    def is_finite(self) -> bool:
+        return self.finite is None or bool(self.finite)
 
     def mean_terms(self) -> dict[str, float]:
         """This rank's terms, averaged over the update's samples (what one big batch would log)."""
-        if self.done == 1:
-            return self.last_terms
-        return {k: v / max(1, self.local_samples) for k, v in self.weighted.items()}
+        terms = self.last_terms if self.done == 1 else {k: v / max(1, self.local_samples) for k, v in self.weighted.items()}
+        if not terms:
+            return {}
+        device = next(iter(terms.values())).device
+        return dict(zip(terms, torch.stack([v.to(device) for v in terms.values()]).tolist()))
 
 
 def _pin_memory(setting: str, device: torch.device) -> bool:
