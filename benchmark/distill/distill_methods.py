@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from benchmark import MODALITIES, VIEWS
+from benchmark.data.base import MMFDataset
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.cache import TeacherCache, get_teacher_cache
@@ -27,6 +28,7 @@ from benchmark.errors import ConfigError
 from benchmark.registry import registry
 from benchmark.train.batching import to_device
 from benchmark.train.distributed import main_first
+from benchmark.train.method_context import MethodContext
 
 HIST_BINS = np.linspace(0.0, 2.0, 21)  # weights live in [0, M] with M = 2
 
@@ -57,17 +59,17 @@ class DistillMethod(Method):
         """The weighting scheme this method trains with (``kd``: none, whatever ``weighting`` says)."""
         return str(config.weighting)
 
-    def prepare(self, trainer: Any) -> None:
-        self.device = trainer.device
+    def prepare(self, context: MethodContext) -> None:
+        self.device = context.device
         self.teacher = load_teacher(self.config, self.info, self.device)
         check_views_match(self.config, self.teacher.config)
         if self.source == "cache":
-            with main_first(trainer.dist):  # rank 0 builds the cache once; the other ranks open it
+            with main_first(context.dist):  # rank 0 builds the cache once; the other ranks open it
                 self.cache = get_teacher_cache(
                     self.config, self.teacher, self.device, spot_check_samples=int(self.config.distill.cache_spot_check)
                 )
         if self.objective.needs_population:
-            self.objective.setup(self._population_saliency(trainer))
+            self.objective.setup(self._population_saliency(context.train_set))
 
     def teacher_logits(self, batch: dict) -> dict[str, Tensor]:
         if self.cache is not None:
@@ -82,19 +84,19 @@ class DistillMethod(Method):
         sal = self.cache.saliency("train", batch["sample_index"], self.objective.saliency_definition)
         return {m: t.to(self.device) for m, t in sal.items()}
 
-    def _population_saliency(self, trainer: Any) -> dict[str, float]:
+    def _population_saliency(self, train_set: MMFDataset) -> dict[str, float]:
         definition = self.objective.saliency_definition
-        indices = np.asarray(trainer.train_set.sample_indices)
+        indices = np.asarray(train_set.sample_indices)
         if self.cache is not None:
             return self.cache.population_saliency("train", indices, definition)
         totals = dict.fromkeys(MODALITIES, 0.0)
-        loader = build_dataloader(trainer.train_set, batch_size=int(self.config.training.batch_size) * 2, shuffle=False)
+        loader = build_dataloader(train_set, batch_size=int(self.config.training.batch_size) * 2, shuffle=False)
         for batch in loader:
             batch = to_device(batch, self.device)
             sal = self.objective.saliency_of(self.teacher_logits(batch), batch["targets"], self.info.task)
             for m in totals:
                 totals[m] += float(sal[m].sum())
-        return {m: v / len(trainer.train_set) for m, v in totals.items()}
+        return {m: v / len(train_set) for m, v in totals.items()}
 
     def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         objective, targets, task = self.objective, batch["targets"], self.info.task
@@ -154,8 +156,8 @@ class MSD(DistillMethod):
             )
         return None
 
-    def prepare(self, trainer: Any) -> None:
-        super().prepare(trainer)
+    def prepare(self, context: MethodContext) -> None:
+        super().prepare(context)
         if isinstance(self.scheme, Learned):
             self.scheme.net.to(self.device)
             meta_set = build_dataset(self.config, "meta")

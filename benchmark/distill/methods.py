@@ -3,6 +3,12 @@
 A method is the only thing that differs between a teacher run, a label-only student and the
 distilled students, so the trainer stays the same for all of them (mdistiller's contract:
 ``training_loss(model, batch) -> (total, {name: term})``).
+
+This module holds the contract (:class:`Method`; what it may read is
+:class:`~benchmark.train.method_context.MethodContext`) and the methods
+that train from labels alone; ``distill_methods.py`` holds the ones that read a teacher (KD,
+MSD) and so depend on the teacher cache, the objective and the weighting schemes. The split
+keeps the contract free of those dependencies (docs/architecture.md §4.1).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from omegaconf import DictConfig
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.losses import label_loss_for_task
 from benchmark.registry import registry
+from benchmark.train.method_context import MethodContext
 
 
 class Method(abc.ABC):
@@ -35,7 +42,7 @@ class Method(abc.ABC):
         """Why this method cannot train under DDP with ``config``, or None when it can."""
         return None
 
-    def prepare(self, context: Any) -> None:  # noqa: B027 - optional hook
+    def prepare(self, context: MethodContext) -> None:  # noqa: B027 - optional hook
         """Hook to load what the method needs (a teacher, its cache) before training."""
 
     @abc.abstractmethod

@@ -38,6 +38,7 @@ from benchmark.train.batching import batch_size_of, resolve_device, to_device
 from benchmark.train.distributed import DistContext, init_distributed, rank_device, wrap_model
 from benchmark.train.early_stop import EarlyStopping
 from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs, shard_loader
+from benchmark.train.method_context import MethodContext
 from benchmark.train.optim import build_optimizer, build_scheduler
 from benchmark.train.precision import build_precision
 from benchmark.train.provenance import environment, git_commit
@@ -198,7 +199,7 @@ class Trainer:
         seed_everything(int(c.training.seed) + self.dist.rank, bool(c.training.deterministic))
         self.model = build_model(c, self.info).to(self.device)
         self.method = registry.get_method(str(c.method))(c, self.info)
-        self.method.prepare(self)
+        self.method.prepare(MethodContext(device=self.device, train_set=self.train_set, dist=self.dist))
         if bool(c.training.compile):
             self.model.forward_views = torch.compile(self.model.forward_views)
         self.train_model = wrap_model(self.model, self.dist, bool(c.training.find_unused_parameters))

@@ -3,8 +3,6 @@ what each scheme makes it compute, where the saliency comes from, and what the w
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -21,6 +19,7 @@ from benchmark.distill.teacher import LoadedTeacher, check_views_match
 from benchmark.distill.weighting import Learned, instance_weights
 from benchmark.errors import ConfigError
 from benchmark.registry import registry
+from benchmark.train.method_context import MethodContext
 
 CPU = torch.device("cpu")
 
@@ -176,12 +175,12 @@ def test_only_population_pays_for_the_dataset_level_saliency(monkeypatch, weight
     monkeypatch.setattr(DM, "build_dataset", lambda config, split: [_batch(4, seed=9)])  # the learned meta split
     calls: list[int] = []
 
-    def population(trainer):
+    def population(train_set):
         calls.append(1)
         return {"image": 0.3, "text": 0.1}
 
     monkeypatch.setattr(method, "_population_saliency", population)
-    method.prepare(SimpleNamespace(device=CPU, dist=None, train_set=None))
+    method.prepare(MethodContext(device=CPU, train_set=None))
     assert len(calls) == passes
     if passes:
         assert method.scheme.describe()["weights"] == pytest.approx({"image": 1.5, "text": 0.5})
@@ -205,4 +204,4 @@ def test_msd_prepare_refuses_a_view_rule_mismatch_before_touching_the_teacher_ca
     monkeypatch.setattr(DM, "get_teacher_cache", lambda *a, **k: pytest.fail("cache opened before the check"))
     method.source = "cache"
     with pytest.raises(ConfigError, match="removal"):
-        method.prepare(SimpleNamespace(device=CPU, dist=None, train_set=None))
+        method.prepare(MethodContext(device=CPU, train_set=None))
