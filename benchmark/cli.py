@@ -107,8 +107,14 @@ def eval_run(
 
     args = parse_eval_args(list(ctx.args))
     store = save_dir or next((a.split("=", 1)[1] for a in args.overrides if a.startswith("env.save_dir=")), None)
+    perturbation = None
+    if args.perturb:  # perturb=image_noise:0.5 [perturb_seed=N]: docs/robustness.md
+        from benchmark.train.perturb import perturbation_from_arg
+
+        perturbation = perturbation_from_arg(args.perturb)
     result = rescore(run_ref, save_dir=store or build_config([]).env.save_dir, splits=args.splits or None,
-                     data_dir=args.data_dir, views=args.views or None, overrides=args.overrides)
+                     data_dir=args.data_dir, views=args.views or None, overrides=args.overrides,
+                     perturbation=perturbation, perturb_seed=args.perturb_seed)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
         return
@@ -126,6 +132,35 @@ def eval_run(
     else:
         console.print("not compared with summary.json: other data, checkpoint or model keys than the run's own")
     console.print(f"wrote {result.path}/{{metrics.json,predictions.parquet}}", soft_wrap=True, highlight=False)
+
+
+@app.command("robustness", context_settings=_MMF_ARGS)
+def robustness(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Grid file, e.g. experiments/table2.yaml."),
+    scale: str = typer.Option("default", "--scale", "-s", help="A scale of the grid file (e.g. smoke)."),
+    only: str | None = typer.Option(None, "--only", help="Glob(s) over cell names, comma-separated."),
+    spec_file: Path | None = typer.Option(None, "--spec", help="Robustness spec (default: benchmark/config/robustness.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Spec override key=value (repeatable), e.g. seed=1."),
+    force: bool = typer.Option(False, "--force", help="Score again runs whose curves exist."),
+) -> None:
+    """Robustness curves (missing/noisy modalities) of every finished run of a grid: docs/robustness.md"""
+    import time
+
+    from benchmark.grid.cells import expand
+    from benchmark.grid.spec import load_grid
+    from benchmark.train.perturb import load_spec
+    from benchmark.train.robustness_eval import robustness_grid
+
+    started = time.time()
+    spec = load_spec(spec_file, set_)
+    grid = expand(load_grid(file, scale), list(ctx.args))
+    console.print(f"robustness {spec.eval_name}: {', '.join(f'{n} {spec.levels(n)}' for n in spec.perturbations)} "
+                  f"on {spec.split}, seed {spec.seed}", highlight=False)
+    counts = robustness_grid(grid.select(only), spec, force=force,
+                             announce=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    console.print(f"msd robustness: {', '.join(f'{v} {k}' for k, v in counts.items())} "
+                  f"in {time.time() - started:.1f} s", highlight=False)
 
 
 @config_app.command("show", context_settings=_MMF_ARGS)

@@ -18,11 +18,11 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -42,6 +42,9 @@ from benchmark.train.checkpoint import BEST, load_checkpoint, load_weights_stric
 from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs
 from benchmark.train.precision import build_precision
 from benchmark.train.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from benchmark.train.perturb import Perturbation
 
 EVAL_DIR = "eval"
 EVAL_SPLITS = ("train", "val", "test")
@@ -107,6 +110,8 @@ def rescore(
     views: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     checkpoint: str | Path | None = None,
+    perturbation: Perturbation | None = None,
+    perturb_seed: int | None = None,
 ) -> RescoreResult:
     """Score a stored run's checkpoint again and write the result under ``<run>/eval/<name>``.
 
@@ -116,7 +121,9 @@ def rescore(
     config does not have is refused); ``checkpoint`` (or ``checkpoint.resume_file=`` among the
     overrides) scores another checkpoint file with the run's config. Splits and views default
     to the run's ``evaluation.splits`` and ``evaluation.views``. Nothing is written unless every
-    split was scored.
+    split was scored. ``perturbation`` (benchmark/train/perturb.py) corrupts every evaluation
+    batch, seeded by ``perturb_seed`` (default: the robustness spec's seed); its name and level
+    go into the eval directory's name and record.
     """
     overrides = list(overrides)
     if checkpoint is None:
@@ -129,11 +136,20 @@ def rescore(
     chosen_views = _choose("view", views, config.evaluation.views, VIEWS)
     checkpoint_path = Path(checkpoint).expanduser().resolve() if checkpoint is not None else run.file(BEST)
 
-    scored = score_checkpoint(config, checkpoint_path, chosen_splits, chosen_views)
+    transform = None
+    if perturbation is not None:
+        from benchmark.train.perturb import load_spec, loader_transform
 
-    comparable = checkpoint is None and _same_scoring_config(stored, config) and _same_data(run, stored, config)
+        perturb_seed = load_spec().seed if perturb_seed is None else int(perturb_seed)
+        transform = loader_transform(perturbation, perturb_seed, config)
+    scored = score_checkpoint(config, checkpoint_path, chosen_splits, chosen_views, transform=transform)
+
+    comparable = (checkpoint is None and (perturbation is None or perturbation.is_identity)
+                  and _same_scoring_config(stored, config) and _same_data(run, stored, config))
     comparison = compare_with_summary(scored.metrics, run.read_summary() or {}) if comparable else None
     name = eval_name(chosen_splits, chosen_views, overrides, None if checkpoint is None else checkpoint_path)
+    if perturbation is not None:
+        name += f"_{perturbation.tag}_seed{perturb_seed}"
     target = run.file(EVAL_DIR) / name
     record = {
         "run_id": run.run_id,
@@ -146,6 +162,7 @@ def rescore(
         "checkpoint_step": scored.checkpoint_step,
         "metrics": scored.metrics,
         "summary_comparison": None if comparison is None else comparison.to_dict(),
+        "perturbation": None if perturbation is None else {**perturbation.describe(), "seed": perturb_seed},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     publish_eval(target, record, scored.predictions)
@@ -161,6 +178,8 @@ class EvalArgs:
     views: list[str]
     data_dir: str | None
     overrides: list[str]
+    perturb: str | None = None  # ``image_noise:0.5`` (benchmark/train/perturb.py)
+    perturb_seed: int | None = None
 
 
 _LIST_ARGS = {"split": "splits", "splits": "splits", "view": "views", "views": "views"}
@@ -180,6 +199,13 @@ def parse_eval_args(args: Sequence[str]) -> EvalArgs:
             getattr(parsed, _LIST_ARGS[key]).extend(v for v in items if v)
         elif key == "data_dir":
             parsed.data_dir = value.strip()
+        elif key == "perturb":
+            parsed.perturb = value.strip()
+        elif key == "perturb_seed":
+            try:
+                parsed.perturb_seed = int(value)
+            except ValueError:
+                raise ConfigError(f"perturb_seed={value!r} is not an integer.") from None
         else:
             parsed.overrides.append(arg)
     return parsed
@@ -297,9 +323,22 @@ def _same_data(run: RunDir, stored: DictConfig, config: DictConfig) -> bool:
 
 # -- scoring ---------------------------------------------------------------------------------
 def score_checkpoint(
-    config: DictConfig, checkpoint_path: Path, splits: Sequence[str], views: Sequence[str]
+    config: DictConfig, checkpoint_path: Path, splits: Sequence[str], views: Sequence[str],
+    transform: Callable[[Iterable[dict]], Iterable[dict]] | None = None,
 ) -> ScoredCheckpoint:
-    """Metrics and predictions of one checkpoint under ``config``, computed as the trainer does."""
+    """Metrics and predictions of one checkpoint under ``config``, computed as the trainer does.
+
+    ``transform`` wraps each split's evaluation loader (a test-time perturbation); ``None``
+    scores the batches as they are."""
+    return score_checkpoint_variants(config, checkpoint_path, splits, views, {"": transform})[""]
+
+
+def score_checkpoint_variants(
+    config: DictConfig, checkpoint_path: Path, splits: Sequence[str], views: Sequence[str],
+    transforms: Mapping[str, Callable[[Iterable[dict]], Iterable[dict]] | None],
+) -> dict[str, ScoredCheckpoint]:
+    """:func:`score_checkpoint` once per named loader transform, with the data and the model
+    built once (a robustness curve scores one checkpoint at many perturbation levels)."""
     c = config
     if c.training.get("threads"):
         torch.set_num_threads(int(c.training.threads))
@@ -316,18 +355,24 @@ def score_checkpoint(
 
     metric_names = [str(m) for m in (c.evaluation.metrics or dataset_node(c).metrics)]
     max_labels = int(c.evaluation.get("predictions_max_labels", 64))
-    metrics: dict[str, float] = {}
-    frames = []
-    for split, dataset in datasets.items():
-        # The trainer's single-process evaluation (Trainer._setup and _score): the same batches
-        # under the same autocast, so the same numbers.
-        loader = build_dataloader(dataset, batch_size=int(c.training.batch_size) * 2, shuffle=False)
-        with precision.autocast():
-            outputs = collect_outputs(model, loader, tuple(views), device, split)
-        metrics.update(score_outputs(outputs, metric_names, info))
-        frames.append(predictions_frame(outputs, info, max_labels))
     step = payload.get("step") if isinstance(payload, Mapping) else None
-    return ScoredCheckpoint(metrics, pd.concat(frames, ignore_index=True), None if step is None else int(step))
+    loaders = {split: build_dataloader(dataset, batch_size=int(c.training.batch_size) * 2, shuffle=False)
+               for split, dataset in datasets.items()}
+    scored: dict[str, ScoredCheckpoint] = {}
+    for name, transform in transforms.items():
+        metrics: dict[str, float] = {}
+        frames = []
+        for split, loader in loaders.items():
+            # The trainer's single-process evaluation (Trainer._setup and _score): the same batches
+            # under the same autocast, so the same numbers.
+            with precision.autocast():
+                outputs = collect_outputs(model, loader if transform is None else transform(loader), tuple(views),
+                                          device, split)
+            metrics.update(score_outputs(outputs, metric_names, info))
+            frames.append(predictions_frame(outputs, info, max_labels))
+        scored[name] = ScoredCheckpoint(metrics, pd.concat(frames, ignore_index=True),
+                                        None if step is None else int(step))
+    return scored
 
 
 def _model_state(payload: Any, path: Path) -> dict[str, torch.Tensor]:
