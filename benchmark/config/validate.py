@@ -231,7 +231,8 @@ REGISTRY_CHOICES: dict[str, str] = {
 
 # Keys a dedicated check below covers (most through the function the trainer itself calls).
 CHECKED_BY_NAME = ("run_type", "training.device", "views.removal", "model_size", "evaluation.splits",
-                   "evaluation.views", "teacher", "checkpoint.resume_file")
+                   "evaluation.views", "teacher", "checkpoint.resume_file", "evaluation.cost.enabled",
+                   "evaluation.cost.repeats", "evaluation.cost.warmup", "evaluation.cost.batch_sizes")
 
 # Leaves of defaults.yaml that take any value of their type (names, paths, metric lists).
 FREE_KEYS = ("evaluation.metrics", "recipes.lr.teacher", "recipes.lr.student", "recipes.lr.paper_base")
@@ -339,6 +340,18 @@ def check_values(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
         problem = rule.problem(value)
         if problem:
             yield problem
+
+
+@check("cost")
+def check_cost(config: DictConfig, ctx: ValidationContext) -> Iterable[str]:
+    """evaluation.cost: known options, repeats >= 1, warmup >= 0, batch sizes >= 1 (the trainer's own reader)."""
+    from benchmark.train.cost import cost_settings
+
+    node = ctx.plain(config).get("evaluation") or {}
+    try:
+        cost_settings(node.get("cost"))
+    except ConfigError as exc:
+        yield str(exc)
 
 
 @check("stopping", after=("values",))

@@ -206,9 +206,12 @@ class WandbLogger:
             return
         ok = summary.get("status") == "completed"
         try:
+            from benchmark.train.cost import flat_cost  # the run's cost figures as cost/... keys
+
             self.run.summary.update({"status": summary.get("status"), "run_id": summary.get("run_id"),
                                      "wall_time_s": summary.get("wall_time_s"),
-                                     "model_params": summary.get("model_params")})
+                                     "model_params": summary.get("model_params"),
+                                     **flat_cost(summary.get("cost"))})
             if summary.get("error"):
                 self.run.summary["error"] = str(summary["error"])[:1000]
             if ok:

@@ -35,6 +35,7 @@ from benchmark.tracking.run_status import COMPLETED, INTERRUPTED, RUNNING
 from benchmark.tracking.run_store import RunDir, RunStore
 from benchmark.train import checkpoint as ckpt
 from benchmark.train.batching import batch_size_of, resolve_device, to_device
+from benchmark.train.cost import cost_settings, measure_cost
 from benchmark.train.distributed import DistContext, init_distributed, rank_device, wrap_model
 from benchmark.train.early_stop import EarlyStopping
 from benchmark.train.evaluate import collect_outputs, predictions_frame, score_outputs, shard_loader
@@ -434,6 +435,9 @@ class Trainer:
 
             self.run_dir.write_predictions(pd.concat(frames, ignore_index=True))
         self._log({"type": "final", **metrics})
+        cost = self._measure_cost()
+        if cost is not None:
+            self.summary["cost"] = cost
         headline = f"{self.info.name}/{self.dataset_cfg.headline_metric}"
         self.summary.update(
             {
@@ -456,6 +460,15 @@ class Trainer:
             ckpt.remove_training_state(self.run_dir)
         for callback in self.callbacks:
             callback.on_finish(self.summary)
+
+    def _measure_cost(self) -> dict[str, Any] | None:
+        """FLOPs, latency and peak memory of the evaluated weights (benchmark.train.cost), on
+        the first test (else val) samples; main rank only; ``evaluation.cost.enabled=false`` skips."""
+        settings = cost_settings(self.config.evaluation.get("cost"))
+        if not settings.enabled or not self.dist.is_main:
+            return None
+        split = "test" if "test" in self.eval_sets else "val"
+        return measure_cost(self.model, self.eval_sets[split], self.device, settings)
 
     def _fail(self, exc: BaseException, started: float) -> None:
         """Record the crash and attach a :class:`RunFailure` for the CLI; never raises itself
