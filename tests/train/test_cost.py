@@ -46,6 +46,15 @@ def test_cpu_attention_is_counted_with_the_sdpa_formula():
     assert flops == 2 * (2 * b * h * s * s * d)
 
 
+def test_an_eval_mode_transformer_layer_is_counted_whole():
+    """Its fused inference kernel must not hide the products: QKV, attention, output, FFN."""
+    s, d, heads, ff = 3, 8, 2, 16
+    layer = nn.TransformerEncoderLayer(d, heads, ff, batch_first=True).eval()
+    hand = 2 * s * d * 3 * d + 2 * (2 * s * s * d) + 2 * s * d * d + 2 * (2 * s * d * ff)
+    with torch.no_grad():
+        assert count_flops(lambda: layer(torch.randn(1, s, d))) == hand
+
+
 @pytest.fixture(scope="module")
 def hm_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cost-data")
