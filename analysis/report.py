@@ -27,14 +27,17 @@ from analysis.wandb_links import find_wandb_runs, wandb_roots
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
 ASSUMPTIONS = Path(__file__).resolve().parents[1] / "docs" / "assumptions.md"
-TABLES = (("table2", "Table 2: main results"), ("saliency", "Saliency"), ("ablations", "Ablations"))
+TABLES = (("table2", "Table 2: main results"), ("saliency", "Saliency"), ("ablations", "Ablations"),
+          ("robustness", "Robustness: missing and noisy modalities"))
 FIGURE_CAPTIONS = {
     "figure1_output_density": "Figure 1: density of P(positive class) on Hateful Memes validation, per view.",
     "saliency_histograms": "Teacher saliency s_image − s_text per dataset.",
     "learned_weights": "MSD auxiliary weights over training (metrics.jsonl).",
     "per_sample_gain": "Per-sample gain of the best MSD over KD against teacher saliency (test).",
     "table2_bars": "Table 2 as bars, ± sd over seeds.",
+    "robustness": "Headline metric vs image-noise σ and text-dropout rate per model, ± sd over seeds (docs/robustness.md).",
 }
+REPORT_FIGURES = (*FIGURES, "robustness")  # robustness: drawn by analysis/robustness.py
 _MD = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
@@ -83,7 +86,7 @@ def _figures_html(figures_dir: Path, report_dir: Path) -> str:
     manifest_path = figures_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     parts = []
-    for name in FIGURES:
+    for name in REPORT_FIGURES:
         png, pdf = figures_dir / f"{name}.png", figures_dir / f"{name}.pdf"
         caption = html.escape(FIGURE_CAPTIONS.get(name, name))
         if png.exists():
