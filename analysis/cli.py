@@ -23,7 +23,14 @@ err_console = Console(stderr=True)
 SAVE_DIR = typer.Option(None, "--save-dir", help="Run store (default: env.save_dir, i.e. $MSD_SAVE_DIR or results/runs).")
 OUT = typer.Option(Path("results"), "--out", "-o", help="Output root: writes tables/, figures/, report/ under it.")
 CACHE_DIR = typer.Option(None, "--cache-dir", help="Teacher cache root (default: env.cache_dir).")
-GRID = typer.Option(Path("experiments/table2.yaml"), "--grid", help="Grid file whose seed axis says how many seeds a cell should have.")
+DEFAULT_GRIDS = [Path("experiments/table2.yaml"), Path("experiments/easy_vqa.yaml")]
+GRID = typer.Option(DEFAULT_GRIDS, "--grid",
+                    help="Grid file(s) that make the tables' runs (repeat for several): only runs of the settings they "
+                         "make at --scale enter the tables (see --scope); the first one's seed axis says how many "
+                         "seeds a cell should have.")
+SCOPE = typer.Option("grid", "--scope", help="Which runs of the store the tables use: grid = only those of the "
+                     "settings --grid makes at --scale (a smoke run, an HPO trial or a sweep never mixes in); "
+                     "largest = per dataset, the setting with the most completed runs (for runs made by hand).")
 SCALE = typer.Option("default", "--scale", "-s", help="Scale of --grid (default | smoke).")
 SEEDS = typer.Option(None, "--expected-seeds", min=1, help="Seeds a cell should have (overrides --grid).")
 RESAMPLES = typer.Option(1000, "--bootstrap", min=10, help="Paired-bootstrap resamples.")
@@ -38,10 +45,12 @@ def _env_default(key: str) -> str:
     return str(build_config([]).env[key])
 
 
-def expected_seeds(grid: Path | None, scale: str, override: int | None) -> int:
+def expected_seeds(grid: Path | list[Path] | None, scale: str, override: int | None) -> int:
     """Seeds per cell: ``--expected-seeds``, else the grid's seed axis, else 3 (docs/protocol.md §8.1)."""
     if override:
         return override
+    if isinstance(grid, list):
+        grid = grid[0] if grid else None
     if grid is not None and Path(grid).is_file():
         try:
             from benchmark.grid.spec import load_grid
@@ -55,16 +64,39 @@ def expected_seeds(grid: Path | None, scale: str, override: int | None) -> int:
     return spec.DEFAULT_EXPECTED_SEEDS
 
 
-def _context(save_dir: Path | None, cache_dir: Path | None, grid: Path | None, scale: str, seeds: int | None,
-             resamples: int, boot_seed: int):
+def _scope(grids: list[Path], scale: str, scope: str):
+    """The settings the grids make at ``scale`` (``--scope grid``), or None (``--scope largest``)."""
+    if scope == "largest":
+        return None
+    if scope != "grid":
+        raise typer.BadParameter(f"--scope must be grid or largest, not {scope!r}")
+    from analysis.scope import grid_scope
+    from benchmark.errors import UserError
+
+    repo = Path(__file__).resolve().parents[1]  # the default grids, from any working directory
+    grids = [g if Path(g).is_file() or not (repo / g).is_file() else repo / g for g in grids]
+    missing = [str(g) for g in grids if not Path(g).is_file()]
+    if missing:
+        raise typer.BadParameter(f"grid file(s) not found: {', '.join(missing)} (or pass --scope largest)")
+    try:
+        return grid_scope(list(grids), scale)
+    except UserError as exc:
+        raise typer.BadParameter(f"cannot read the grids' settings: {exc}") from exc
+
+
+def _context(save_dir: Path | None, cache_dir: Path | None, grid: list[Path] | None, scale: str, seeds: int | None,
+             resamples: int, boot_seed: int, scope: str = "grid"):
     from analysis.load import load_runs, select_setting
     from analysis.tables import Context
 
     store = Path(save_dir or _env_default("save_dir"))
     all_runs = load_runs(store)
-    used, notes = select_setting(all_runs)
-    ctx = Context(used, all_runs, expected_seeds=expected_seeds(grid, scale, seeds), n_resamples=resamples,
-                  seed=boot_seed, cache_dir=str(cache_dir or _env_default("cache_dir")), notes=notes)
+    grids = list(grid or [])
+    chosen = _scope(grids, scale, scope)
+    used, notes = select_setting(all_runs, chosen)
+    origin = f"grid {chosen.label()}" if chosen is not None else "runs of the store's largest setting"
+    ctx = Context(used, all_runs, expected_seeds=expected_seeds(grids, scale, seeds), n_resamples=resamples,
+                  seed=boot_seed, cache_dir=str(cache_dir or _env_default("cache_dir")), notes=notes, origin=origin)
     completed = int(all_runs["completed"].sum()) if "completed" in all_runs else 0
     err_console.print(f"run store {store}: {len(all_runs)} runs, {completed} completed, {len(used)} used "
                       f"(expecting {ctx.expected_seeds} seed(s) per cell)")
@@ -112,29 +144,29 @@ def _print_claims(results) -> None:
 
 @analyze_app.command("tables")
 def tables_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
-               grid: Path = GRID, scale: str = SCALE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
+               grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
                boot_seed: int = BOOT_SEED,
                only: str | None = typer.Option(None, "--only", help="Comma-separated: table2,saliency,ablations.")) -> None:
     """Build Table 2, the saliency and the ablation tables: results/tables/NAME.{csv,md,tex}."""
-    _, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed)
+    _, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed, scope)
     _tables(ctx, out, only)
 
 
 @analyze_app.command("figures")
 def figures_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
-                grid: Path = GRID, scale: str = SCALE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
+                grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
                 boot_seed: int = BOOT_SEED) -> None:
     """Draw Figure 1 and the saliency figures: results/figures/NAME.{png,pdf}."""
-    _, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed)
+    _, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed, scope)
     _figures(ctx, out)
 
 
 @analyze_app.command("report")
 def report_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
-               grid: Path = GRID, scale: str = SCALE, seeds: int | None = SEEDS, claims: Path | None = CLAIMS,
+               grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS, claims: Path | None = CLAIMS,
                wandb_dir: Path | None = WANDB_DIR) -> None:
     """Write results/report/index.html from the tables and figures already built."""
-    store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, 10, 0)
+    store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, 10, 0, scope)
     _report(ctx, store, out, claims, wandb_dir)
 
 
@@ -164,11 +196,11 @@ def check_claims_cmd(out: Path = OUT, claims: Path | None = CLAIMS,
 
 @analyze_app.command("all")
 def all_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
-            grid: Path = GRID, scale: str = SCALE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
+            grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
             boot_seed: int = BOOT_SEED, claims: Path | None = CLAIMS, wandb_dir: Path | None = WANDB_DIR) -> None:
     """Tables, figures and the report in one go (the claims are shown in the report, not enforced)."""
     started = time.time()
-    store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed)
+    store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed, scope)
     tables = _tables(ctx, out)
     _figures(ctx, out, tables["table2"].records)
     _report(ctx, store, out, claims, wandb_dir)

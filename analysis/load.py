@@ -15,6 +15,12 @@ Two things can make runs of the same (dataset, method, weighting, seed) incompar
   other settings it ignored. Teachers follow their students (the teacher runs the selected
   students distilled from), or the same setting when no student distils.
 
+Which settings are allowed is the grid's call when one is given (:mod:`analysis.scope`:
+``--grid experiments/table2.yaml --scale default`` admits only the settings that grid makes at
+that scale), so a smoke grid or a calibration sweep never enters the default tables however
+many runs it has. HPO trials never enter them either (each trial is its own sampled setting;
+``config.hpo`` marks them).
+
 Only runs with ``status == "completed"`` count; the checkpoint is not required, so a store
 whose checkpoints were deleted to save space still analyses.
 """
@@ -39,7 +45,8 @@ VARIANT_PREFIXES: tuple[str, ...] = ("distill.", "views.", "data.meta_split.", "
 NON_RESULT_KEYS: frozenset[str] = frozenset({"distill.cache_spot_check", "distill.teacher_source"})
 """Keys under a variant prefix that do not change what a run computes (a smoke grid lowers
 the cache spot check; a live teacher gives the same outputs as the cache)."""
-IDENTITY_KEYS: tuple[str, ...] = ("method", "weighting", "teacher", "training.seed", "run_name")
+IDENTITY_KEYS: tuple[str, ...] = ("method", "weighting", "distill.weighting", "teacher", "training.seed", "run_name")
+"""``distill.weighting`` is the newer home of the MSD scheme: identity, never a variant."""
 DATASET_VARIANT_KEYS: tuple[str, ...] = ("annotations.val", "annotations.test")
 VARIANT_LABELS: dict[str, str] = {
     "distill.temperature": "τ",
@@ -61,7 +68,7 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def _is_variant_key(key: str, dataset: str) -> bool:
-    if key in NON_RESULT_KEYS:
+    if key in NON_RESULT_KEYS or key in IDENTITY_KEYS:
         return False
     if key.startswith(VARIANT_PREFIXES) or key == "checkpoint.rule":
         return True
@@ -129,6 +136,49 @@ def setting_of(flat: dict[str, Any], dataset: str) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()[:10]
 
 
+MANIFEST = "msd_synthetic.json"  # benchmark.data.make: what a generated dataset holds
+
+
+@lru_cache(maxsize=64)
+def _manifest_counts(path: str) -> dict[str, int]:
+    try:
+        summary = json.loads(Path(path).read_text()).get("summary") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {str(k): int(v) for k, v in (summary.get("splits") or {}).items()}
+
+
+@lru_cache(maxsize=256)
+def _file_count(path: str) -> int | None:
+    """Samples in one annotation file: the generator's manifest when there is one (free), else
+    the file's non-empty lines (real MMF data: one JSON object per line)."""
+    file = Path(path)
+    for parent in file.parents:
+        manifest = parent / MANIFEST
+        if manifest.exists():
+            counts = _manifest_counts(str(manifest))
+            for stem in (file.stem, file.stem.removeprefix("imdb_")):  # VQA2: imdb_val2014.npy -> val2014
+                if stem in counts:
+                    return counts[stem]
+            break
+        if parent == parent.parent or parent.name == "datasets":
+            break
+    if file.suffix == ".jsonl" and file.exists():
+        with file.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    return None
+
+
+def split_sizes(splits: dict[str, list[str]], data_dir: str | None) -> dict[str, int | None]:
+    """Samples per split (train, val, test) of a run, from its summary's split files and the
+    data's manifest; None where the files cannot be found (data moved or deleted)."""
+    out: dict[str, int | None] = {}
+    for split, files in splits.items():
+        counts = [_file_count(str(Path(data_dir or "", f))) for f in files or []]
+        out[split] = sum(counts) if counts and all(c is not None for c in counts) else None
+    return out
+
+
 def _run_row(path: Path) -> dict[str, Any] | None:
     try:
         summary = json.loads((path / "summary.json").read_text())
@@ -144,7 +194,7 @@ def _run_row(path: Path) -> dict[str, Any] | None:
     method = str(summary.get("method") or config.get("method"))
     weighting = summary.get("weighting") if method == "msd" else None
     if method == "msd" and weighting is None:
-        weighting = config.get("weighting")
+        weighting = config.get("weighting") or flat.get("distill.weighting")
     details = summary.get("method_details") or {}
     info = summary.get("dataset_info") or {}
     variant = variant_of(flat, dataset, model)
@@ -176,6 +226,15 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         "ground_truth": flat.get(f"dataset_config.{dataset}.ground_truth"),
         "env_data_dir": flat.get("env.data_dir"),
         "annotations": {s: flat.get(f"dataset_config.{dataset}.annotations.{s}") for s in ("train", "val", "test")},
+        "max_epochs": flat.get("training.max_epochs"),
+        "max_updates": flat.get("training.max_updates"),
+        "epochs_run": summary.get("epochs_started"),
+        "batch_size": flat.get("training.batch_size"),
+        "early_stop": bool(flat.get("training.early_stop.enabled", False)),
+        "patience": flat.get("training.early_stop.patience"),
+        "meta_hold_out": (flat.get("data.meta_split.fraction") if flat.get("data.meta_split.hold_out") == "all"
+                          else None),
+        "split_sizes": split_sizes(summary.get("splits") or {}, flat.get(f"dataset_config.{dataset}.data_dir")),
     }
     row.update({k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))})
     return row
@@ -198,18 +257,35 @@ def load_runs(save_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
-def select_setting(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Completed runs of one setting per dataset (see the module docstring), and notes.
+def select_setting(runs: pd.DataFrame, scope: Any = None) -> tuple[pd.DataFrame, list[str]]:
+    """Completed runs of the allowed settings per dataset (see the module docstring), and notes.
 
-    Returns the selected runs and human-readable notes about what was left out, for the
-    tables' footnotes and the report.
+    ``scope`` (an :class:`analysis.scope.GridScope`) admits, for the datasets its grids cover,
+    only the settings they make; other datasets fall back to the setting with the most
+    completed student runs. HPO trials are always left out. Returns the selected runs and
+    human-readable notes about what was left out, for the tables' footnotes and the report.
     """
     done = runs[runs.get("completed", pd.Series(dtype=bool)).astype(bool)] if not runs.empty else runs
     if done.empty:
         return done, []
-    chosen: list[pd.DataFrame] = []
     notes: list[str] = []
+    if "hpo_study" in done:
+        trials = done["hpo_study"].notna()
+        if trials.any():
+            notes.append(f"{int(trials.sum())} completed HPO trial run(s) left out of the tables "
+                         f"(studies: {', '.join(sorted(map(str, done.loc[trials, 'hpo_study'].unique())))}).")
+            done = done[~trials]
+    chosen: list[pd.DataFrame] = []
     for dataset, group in done.groupby("dataset", sort=False):
+        if scope is not None and scope.covers(dataset):
+            picked = group[group["setting"].isin(scope.settings[dataset])]
+            ignored = len(group) - len(picked)
+            if ignored:
+                notes.append(f"{dataset}: {ignored} completed run(s) not made by grid {scope.label()} "
+                             "(another scale, grid or model) were ignored.")
+            if not picked.empty:
+                chosen.append(picked)
+            continue
         students = group[group["method"] != "teacher"]
         pool = students if not students.empty else group
         stats = pool.groupby("setting").agg(n=("run_id", "size"), latest=("finished_at", lambda s: str(max(map(str, s)))))
@@ -220,10 +296,15 @@ def select_setting(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if not students.empty:
             picked = pd.concat([picked, teachers])
         ignored = len(group) - len(picked)
+        if scope is not None:
+            notes.append(f"{dataset}: no grid of {scope.label()} makes this dataset; its runs of the setting with "
+                         "the most student runs are used.")
         if ignored:
             notes.append(f"{dataset}: {ignored} completed run(s) of another configuration (e.g. another grid "
                          f"scale or model) were ignored; the {len(picked)} runs of setting {setting} are used.")
         chosen.append(picked)
+    if not chosen:
+        return done.iloc[0:0], notes
     return pd.concat(chosen, ignore_index=True), notes
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from analysis import spec
 from analysis.aggregate import Cell, compare_to_kd, make_cell, mark_best, metric_key, per_seed
 from analysis.load import default_value, same_value, same_variant, select, variant_label
+from analysis.recipe import recipe_notes
 from analysis.render import MISSING, MISSING_TEXT, Block, Display, Table, display_cell, standard_footnotes
 from analysis.saliency_data import ground_truth, spearman_vs_truth, teacher_saliency
 from analysis.stats import N_RESAMPLES, summarize
@@ -33,6 +34,7 @@ class Context:
     seed: int = 0
     cache_dir: str | None = None
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # where the runs come from, for the recipe notes ("grid table2 (scale default)")
 
     def datasets(self, base: tuple[str, ...]) -> tuple[str, ...]:
         """``base`` plus any other dataset that has runs (a user's own dataset gets a column)."""
@@ -91,6 +93,7 @@ def build_table2(ctx: Context) -> Table:
     footnotes = ["Test split, ×100, mean ± std (number of seeds) over seeds. Bold: best student of the column. "
                  "Teacher and student parameter counts in the last rows (median over runs)."]
     footnotes += standard_footnotes(all_cells, ctx.expected_seeds) + ctx.notes
+    footnotes += recipe_notes(ctx.runs, list(dict.fromkeys(d for d, _m in columns)), ctx.origin)
     title = "Table 2: main results (teacher, student without KD, KD, MSD weighting schemes)"
     return Table("table2", title, [Block("", header, body)], pd.DataFrame(records), footnotes)
 
@@ -176,6 +179,7 @@ def build_ablations(ctx: Context) -> Table:
                  "validation headline metric. † compares with KD at the same τ (or class reduction) where that "
                  "run exists, otherwise with the default KD."]
     footnotes += standard_footnotes(all_cells, ctx.expected_seeds) + ctx.notes
+    footnotes += recipe_notes(ctx.runs, datasets, ctx.origin)
     footnotes.append("Best MSD per dataset: " + "; ".join(
         f"{spec.DATASET_TITLES.get(d, d)}: {best[d] or 'none (no MSD run of a Table 2 scheme)'}" for d in datasets) + ".")
     return Table("ablations", "Ablations: auxiliary terms, saliency definitions and temperature", blocks,
@@ -244,6 +248,7 @@ def build_saliency(ctx: Context) -> Table:
     footnotes.append("Views: headline metric on the test split with the text removed (image) or the image "
                      "removed (text), ×100, mean ± std (seeds).")
     footnotes += standard_footnotes(view_cells, ctx.expected_seeds) + ctx.notes
+    footnotes += recipe_notes(ctx.runs, datasets, ctx.origin)
     blocks = [Block("Teacher saliency per dataset and definition", sal_header, sal_rows),
               Block("Headline metric per view (test)", view_header, view_rows)]
     return Table("saliency", "Modality saliency and single-modality performance", blocks,

@@ -208,7 +208,8 @@ def analyzed_store(tmp_path_factory) -> tuple[FakeStore, Path]:
     out = store.root / "results"
     result = CliRunner().invoke(app, ["analyze", "all", "--save-dir", str(store.runs), "--out", str(out),
                                       "--cache-dir", str(store.root / "cache"), "--bootstrap", "200",
-                                      "--expected-seeds", "3", "--wandb-dir", str(store.root / "wandb")])
+                                      "--expected-seeds", "3", "--wandb-dir", str(store.root / "wandb"),
+                                      "--scope", "largest"])  # the fake runs were made by no grid file
     assert result.exit_code == 0, result.output
     return store, out
 

@@ -32,7 +32,7 @@ def _by_hand(store, dataset: str, method: str, weighting: str | None, metric: st
 def _tables(store, *extra: str):
     out = store.root / "results"
     result = CliRunner().invoke(analyze_app, ["tables", "--save-dir", str(store.runs), "--out", str(out),
-                                              "--bootstrap", "50", "--expected-seeds", "3", *extra])
+                                              "--bootstrap", "50", "--expected-seeds", "3", "--scope", "largest", *extra])
     assert result.exit_code == 0, result.output
     return pd.read_csv(out / "tables" / "table2.csv"), (out / "tables" / "table2.md").read_text()
 

@@ -1,0 +1,98 @@
+"""Only the runs a grid makes enter the tables; the note under each table states their recipe."""
+
+from __future__ import annotations
+
+import yaml
+
+from analysis.load import load_runs, select_setting
+from analysis.recipe import recipe_notes, span
+from analysis.scope import GridScope, grid_scope
+
+
+def _mixed_store(store_tools, root):
+    """Default runs (8 epochs, seeds 0-2), a larger smoke grid (1 epoch, 4 seeds) and an HPO trial."""
+    store = store_tools.FakeStore(root)
+    for seed in (0, 1, 2):
+        for method in ("teacher", "student_only", "kd"):
+            store.add_run("hateful_memes", method, seed=seed)
+    for seed in (0, 1, 2, 3):  # more completed students than the default grid: "largest" would pick these
+        for method in ("teacher", "student_only", "kd"):
+            store.add_run("hateful_memes", method, seed=seed, epochs=1)
+    trial = store.add_run("hateful_memes", "kd", seed=0, skill=1.3, variant={"distill.temperature": 3.0})
+    config = yaml.safe_load((trial / "config.yaml").read_text())
+    config["hpo"] = {"study": "kd_hm", "trial": 0}
+    (trial / "config.yaml").write_text(yaml.safe_dump(config))
+    return store
+
+
+def test_a_grid_scope_keeps_smoke_runs_and_hpo_trials_out(tmp_path, store_tools):
+    store = _mixed_store(store_tools, tmp_path / "store")
+    runs = load_runs(store.runs)
+    default_settings = frozenset(runs.loc[runs["max_epochs"] == 8, "setting"])
+    scope = GridScope(("table2",), "default", {"hateful_memes": default_settings})
+
+    used, notes = select_setting(runs, scope)
+    assert len(used) == 9 and set(used["max_epochs"]) == {8} and used["hpo_study"].isna().all()
+    assert sorted(used["seed"].unique()) == [0, 1, 2]
+    assert any("1 completed HPO trial run(s)" in n and "kd_hm" in n for n in notes)
+    assert any("12 completed run(s) not made by grid table2 (scale default)" in n for n in notes)
+
+    # Without the grid, the larger smoke grid wins: the scope is what keeps it out.
+    largest, _ = select_setting(runs)
+    assert set(largest.loc[largest["method"] != "teacher", "max_epochs"]) == {1}
+    assert largest["hpo_study"].isna().all()  # trials are left out either way
+
+
+def test_a_dataset_no_grid_makes_falls_back_to_its_largest_setting_with_a_note(tmp_path, store_tools):
+    store = _mixed_store(store_tools, tmp_path / "store")
+    runs = load_runs(store.runs)
+    used, notes = select_setting(runs, GridScope(("table2",), "default", {"mmimdb": frozenset({"x"})}))
+    assert set(used.loc[used["method"] != "teacher", "max_epochs"]) == {1}
+    assert any("no grid of table2 (scale default) makes this dataset" in n for n in notes)
+
+
+def test_recipe_note_is_read_from_the_runs(tmp_path, store_tools):
+    store = _mixed_store(store_tools, tmp_path / "store")
+    runs = load_runs(store.runs)
+    used, _ = select_setting(runs, GridScope(("table2",), "default",
+                                             {"hateful_memes": frozenset(runs.loc[runs["max_epochs"] == 8, "setting"])}))
+    (note,) = recipe_notes(used, ["hateful_memes", "mmimdb"], "grid table2 (scale default)")
+    assert note.startswith("Recipe of Hateful Memes (read from the runs' configs and data): grid table2 (scale default);")
+    assert "seeds 0, 1, 2;" in note and "max epochs 8, batch 64" in note
+    # The fake store writes no generator manifest and its split files do not exist: unknown, not invented.
+    assert "train ? / val ? / test ?" in note
+    smoke = runs[runs["max_epochs"] == 1]
+    assert "seeds 0, 1, 2, 3;" in recipe_notes(smoke, ["hateful_memes"])[0]
+
+
+def test_split_sizes_come_from_the_generator_manifest(tmp_path):
+    import json
+
+    from analysis.load import split_sizes
+
+    root = tmp_path / "datasets" / "vqa2" / "defaults"
+    (root / "annotations").mkdir(parents=True)
+    (root / "msd_synthetic.json").write_text(json.dumps({"summary": {"splits": {"train2014": 640, "val2014": 80}}}))
+    real = tmp_path / "datasets" / "hm" / "annotations"
+    real.mkdir(parents=True)
+    (real / "test.jsonl").write_text('{"id": 1}\n{"id": 2}\n\n{"id": 3}\n')
+    sizes = split_sizes({"train": ["vqa2/defaults/annotations/imdb_train2014.npy"],
+                         "val": ["vqa2/defaults/annotations/imdb_val2014.npy"],
+                         "test": ["hm/annotations/test.jsonl"], "other": ["missing.jsonl"]}, str(tmp_path / "datasets"))
+    assert sizes == {"train": 640, "val": 80, "test": 3, "other": None}
+
+
+def test_span_formats_one_value_a_range_or_unknown():
+    assert span([20, 20.0]) == "20" and span([4, 20, 7]) == "4–20" and span([None, float("nan")]) == "?"
+    assert span([8000]) == "8,000" and span(["a", "b"]) == "a/b"
+
+
+def test_grid_scope_separates_the_scales_of_table2():
+    smoke = grid_scope(["experiments/table2.yaml"], "smoke")
+    default = grid_scope(["experiments/table2.yaml"], "default")
+    assert smoke.grids == default.grids == ("table2",)
+    assert set(smoke.settings) == set(default.settings) == {"hateful_memes", "mmimdb", "visual_entailment", "vqa2"}
+    for dataset, settings in default.settings.items():
+        assert len(settings) == 2  # the teacher's and the students' (model size)
+        assert not settings & smoke.settings[dataset]
+    assert grid_scope(["experiments/calibration.yaml"], "smoke").settings == {}  # no smoke scale there
