@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,6 +337,7 @@ def build_cache(config: DictConfig, teacher: LoadedTeacher, key: str, inputs: di
     full = full_split_config(config)
     dataset_cfg = dataset_node(config)
     definitions = registry.names("saliency")
+    started = time.perf_counter()
     tmp = target.with_name(f".{target.name}.building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -356,6 +358,8 @@ def build_cache(config: DictConfig, teacher: LoadedTeacher, key: str, inputs: di
                     recheck = metric.result()
         _recheck_teacher_metric(teacher, recheck)
         meta = cache_meta(key, inputs, arrays, definitions, recheck)
+        # what the cache cost to build (the distillation-cost table, docs/efficiency.md); not in the key
+        meta["build"] = {"time_s": round(time.perf_counter() - started, 3), "device": str(device)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         publish(tmp, target)
     except BaseException:
