@@ -30,6 +30,7 @@ help:
 	@echo "make test                 set up the environment (once) and run the test suite"
 	@echo "make reproduce-table2     set up, generate data, train the grid, build tables/figures/report"
 	@echo "make reproduce-saliency   / reproduce-ablations: the saliency and ablation grids, then analysis"
+	@echo "make reproduce-efficiency the efficiency grid (3 families x 3 sizes x 3 methods), its tables, Pareto figure, report"
 	@echo "make tables | figures | report   rebuild outputs from the existing run store"
 	@echo "make lint                 ruff check"
 
@@ -69,7 +70,7 @@ ANALYZE = $(RUN_ENV) $(MSD) analyze
 ANALYZE_ARGS = --out $(RESULTS) --scale $(SCALE)
 MSD_DATASETS := hateful_memes mmimdb visual_entailment vqa2 easy_vqa
 
-.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations tables figures report
+.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations reproduce-efficiency tables figures report
 
 # The embedded default data, once (a no-op when up to date). Real MMF data (DATA_DIR=...) is
 # never generated over; the grids generate only what is missing there (easy_vqa) and the
@@ -93,6 +94,13 @@ reproduce-saliency: data
 reproduce-ablations: data
 	$(GRID_RUN) experiments/ablations.yaml
 	$(ANALYZE) all $(ANALYZE_ARGS)
+
+# What a student costs (docs/efficiency.md): efficiency and distillation-cost tables, Pareto
+# figure, then the report page (which shows whatever tables and figures exist).
+reproduce-efficiency: data
+	$(GRID_RUN) experiments/efficiency.yaml
+	$(ANALYZE) efficiency $(ANALYZE_ARGS)
+	$(ANALYZE) report $(ANALYZE_ARGS)
 
 tables: setup
 	$(ANALYZE) tables $(ANALYZE_ARGS)
