@@ -126,6 +126,19 @@ def _figures(ctx, out: Path, table2=None) -> None:
             console.print(f"wrote {out / 'figures' / name}.{{png,pdf}}", highlight=False)
 
 
+def _robustness(ctx, out: Path, spec_file: Path | None = None, overrides: list[str] | None = None) -> None:
+    """Robustness table and figure from the curves `msd robustness` stored (docs/robustness.md)."""
+    from analysis.robustness import build_outputs
+    from benchmark.train.perturb import load_spec
+
+    _, figure = build_outputs(ctx, out, load_spec(spec_file, overrides or []))
+    console.print(f"wrote {out / 'tables' / 'robustness'}.{{csv,md,tex}}", highlight=False)
+    if isinstance(figure, str):
+        console.print(f"[yellow]not drawn[/yellow] robustness: {figure}", highlight=False)
+    else:
+        console.print(f"wrote {out / 'figures' / 'robustness'}.{{png,pdf}}", highlight=False)
+
+
 def _report(ctx, store: Path, out: Path, claims: Path | None, wandb_dir: Path | None) -> None:
     from analysis.report import build_report
 
@@ -170,6 +183,16 @@ def report_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Pat
     _report(ctx, store, out, claims, wandb_dir)
 
 
+@analyze_app.command("robustness")
+def robustness_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
+                   grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS,
+                   spec_file: Path | None = typer.Option(None, "--spec", help="Robustness spec (default: benchmark/config/robustness.yaml)."),
+                   set_: list[str] = typer.Option([], "--set", help="Spec override key=value, e.g. audc.normalisation=relative.")) -> None:
+    """Robustness table and figure from the curves of `msd robustness`: results/{tables,figures}/robustness.*"""
+    _, ctx = _context(save_dir, cache_dir, grid, scale, seeds, 10, 0, scope)
+    _robustness(ctx, out, spec_file, set_)
+
+
 @analyze_app.command("check-claims")
 def check_claims_cmd(out: Path = OUT, claims: Path | None = CLAIMS,
                      tables_dir: Path | None = typer.Option(None, "--tables-dir", help="Default: OUT/tables.")) -> None:
@@ -203,5 +226,10 @@ def all_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path |
     store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed, scope)
     tables = _tables(ctx, out)
     _figures(ctx, out, tables["table2"].records)
+    _robustness(ctx, out)
     _report(ctx, store, out, claims, wandb_dir)
     console.print(f"msd analyze all: {time.time() - started:.1f} s")
+
+
+# `msd analyze efficiency` lives in its own module and registers itself on analyze_app.
+import analysis.efficiency_cli  # noqa: E402,F401
