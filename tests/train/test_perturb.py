@@ -219,3 +219,21 @@ def test_spec_defaults_and_overrides(tmp_path):
 def test_bad_specs_are_refused(override, match):
     with pytest.raises(ConfigError, match=match):
         load_spec(overrides=[override])
+
+
+def test_every_spec_key_is_documented():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from benchmark.train.perturb import SPEC_FILE
+
+    def leaves(node, prefix=""):  # dotted keys of the values (a list of levels is one value)
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "assumptions.md").read_text()
+    keys = list(leaves(OmegaConf.to_container(OmegaConf.load(SPEC_FILE))))
+    assert "perturbations.image_noise.std" in keys and "audc.normalisation" in keys
+    missing = [k for k in keys if f"`{k}`" not in text]
+    assert not missing, f"document these robustness keys in docs/assumptions.md: {missing}"
