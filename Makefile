@@ -31,6 +31,7 @@ help:
 	@echo "make reproduce-table2     set up, generate data, train the grid, build tables/figures/report"
 	@echo "make reproduce-saliency   / reproduce-ablations: the saliency and ablation grids, then analysis"
 	@echo "make reproduce-efficiency the efficiency grid (3 families x 3 sizes x 3 methods), its tables, Pareto figure, report"
+	@echo "make reproduce-robustness robustness curves of the Table 2 runs (missing/noisy modalities), table, figure, report"
 	@echo "make tables | figures | report   rebuild outputs from the existing run store"
 	@echo "make lint                 ruff check"
 
@@ -70,7 +71,7 @@ ANALYZE = $(RUN_ENV) $(MSD) analyze
 ANALYZE_ARGS = --out $(RESULTS) --scale $(SCALE)
 MSD_DATASETS := hateful_memes mmimdb visual_entailment vqa2 easy_vqa
 
-.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations reproduce-efficiency tables figures report
+.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations reproduce-efficiency reproduce-robustness tables figures report
 
 # The embedded default data, once (a no-op when up to date). Real MMF data (DATA_DIR=...) is
 # never generated over; the grids generate only what is missing there (easy_vqa) and the
@@ -101,6 +102,17 @@ reproduce-efficiency: data
 	$(GRID_RUN) experiments/efficiency.yaml
 	$(ANALYZE) efficiency $(ANALYZE_ARGS)
 	$(ANALYZE) report $(ANALYZE_ARGS)
+
+# Robustness at test time (docs/robustness.md): the Table 2 grids (trains only what is missing),
+# each finished run scored under missing and noisy modalities (skips what is computed), then
+# every table, figure and the report.
+ROBUSTNESS = $(RUN_ENV) $(MSD) robustness --scale $(SCALE)
+reproduce-robustness: data
+	$(GRID_RUN) experiments/table2.yaml
+	$(GRID_RUN) experiments/easy_vqa.yaml
+	$(ROBUSTNESS) experiments/table2.yaml
+	$(ROBUSTNESS) experiments/easy_vqa.yaml
+	$(ANALYZE) all $(ANALYZE_ARGS)
 
 tables: setup
 	$(ANALYZE) tables $(ANALYZE_ARGS)
