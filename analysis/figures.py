@@ -22,12 +22,13 @@ import seaborn as sns  # noqa: E402
 
 from analysis import spec  # noqa: E402
 from analysis.load import read_predictions, select  # noqa: E402
+from analysis.palette import color, dashes, palette  # noqa: E402
 from analysis.saliency_data import teacher_saliency  # noqa: E402
 from analysis.tables import Context, best_msd  # noqa: E402
 
 VIEW_TITLES = {"multi": "Multi (image + text)", "image": "Image only", "text": "Text only"}
 MANIFEST = "figures.json"  # what was drawn, and why the rest was not (read by the report)
-FIGURES = ("figure1_output_density", "saliency_histograms", "learned_weights", "per_sample_gain", "table2_bars")
+FIGURES = ("figure1_output_density", "saliency_histograms", "learned_weights", "per_sample_gain", "table2_intervals")
 
 
 def _positive_probability(frame: pd.DataFrame) -> np.ndarray:
@@ -50,8 +51,17 @@ def _panels(n: int, width: float = 4.2, height: float = 3.4, ncols: int = 3) -> 
     return fig, flat[:n]
 
 
-MODEL_COLORS = dict(zip([r.label for r in spec.TABLE2_ROWS], sns.color_palette("tab10", len(spec.TABLE2_ROWS))))
-"""One color per Table 2 row in every figure."""
+MODEL_COLORS: dict[str, str] = palette([*(r.label for r in spec.TABLE2_ROWS), spec.ONLY_IMAGE.label, spec.ONLY_TEXT.label])
+"""Table 2 label -> colour, from :mod:`analysis.palette` (kept for callers that import it here)."""
+
+
+def _legend_below(fig: plt.Figure, labels: list[str], styles: dict[str, dict] | None = None, title: str = "") -> None:
+    """One legend for the whole figure, under the panels, so it never covers a curve."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color(label), lw=2, **(styles or {}).get(label, {})) for label in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, title=title or None,
+               bbox_to_anchor=(0.5, 0.0))
 
 
 def figure1_output_density(ctx: Context, dataset: str = "hateful_memes", split: str = "val") -> plt.Figure | str:
@@ -74,14 +84,16 @@ def figure1_output_density(ctx: Context, dataset: str = "hateful_memes", split: 
         return f"no {dataset} runs with per-sample predictions on {split}"
     data = pd.concat(rows, ignore_index=True)
     fig, axes = _panels(3)
+    labels = [m[0] for m in models if m[0] in set(data["model"])]
     for ax, view in zip(axes, VIEW_TITLES):
         part = data[data["view"] == view]
         if not part.empty:
-            sns.kdeplot(data=part, x="p", hue="model", hue_order=[m[0] for m in models], ax=ax, clip=(0, 1),
-                        common_norm=False, warn_singular=False, palette=MODEL_COLORS)
+            sns.kdeplot(data=part, x="p", hue="model", hue_order=labels, ax=ax, clip=(0, 1), common_norm=False,
+                        warn_singular=False, palette=palette(labels), legend=False)
         ax.set(title=VIEW_TITLES[view], xlabel="P(positive class)", xlim=(0, 1))
+    _legend_below(fig, labels)
     fig.suptitle(f"{spec.DATASET_TITLES.get(dataset, dataset)} {split}: density of model outputs (seeds pooled)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -106,7 +118,7 @@ def saliency_histograms(ctx: Context) -> plt.Figure | str:
     fig, axes = _panels(len(by_dataset), width=3.6)
     for ax, (dataset, sals) in zip(axes, by_dataset.items()):
         diff = np.concatenate([s.difference("divergence") for s in sals])
-        sns.histplot(diff, bins=40, ax=ax, color="tab:blue")
+        sns.histplot(diff, bins=40, ax=ax, color=color("Teacher"), alpha=0.6)  # the teacher's saliency
         ax.axvline(0, color="black", lw=0.8, ls="--")
         ax.set(title=f"{spec.DATASET_TITLES.get(dataset, dataset)} ({sals[0].split}, {len(sals)} teacher(s))",
                xlabel="s_image − s_text", ylabel="samples")
@@ -138,18 +150,34 @@ def learned_weights(ctx: Context) -> plt.Figure | str:
         return "no MSD run logged weight/<modality>_mean in metrics.jsonl"
     data = pd.DataFrame(rows)
     datasets = [d for d in ctx.datasets(spec.ALL_DATASETS) if d in set(data["dataset"])]
-    fig, axes = _panels(len(datasets), width=3.8)
     schemes = [s for s in (*spec.MSD_SCHEMES, "only_image", "only_text") if s in set(data["scheme"])]
-    for i, (ax, dataset) in enumerate(zip(axes, datasets)):
-        part = data[data["dataset"] == dataset]
-        sns.lineplot(data=part, x="step", y="weight", hue="scheme", style="modality", errorbar="sd", marker="o",
-                     ax=ax, hue_order=schemes, style_order=["image", "text"], legend=i == 0)
-        ax.set(title=spec.DATASET_TITLES.get(dataset, dataset), xlabel="update", ylabel="mean weight (± sd over seeds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].get_legend().remove()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
-    fig.suptitle("MSD auxiliary-term weights over training (learned = meta-learned; others for reference)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    schemes += sorted(set(data["scheme"]) - set(schemes))
+    labels = [spec.row_label("msd", s) for s in schemes]
+    data["method"] = data["scheme"].map(lambda s: spec.row_label("msd", s))
+    # Fixed schemes draw flat lines that coincide (uniform: every weight 1): each scheme has its
+    # own dash pattern (analysis.palette) and the learned one is drawn on top and thickest.
+    fig, grid = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 5.6), squeeze=False, sharex="col")
+    for col, dataset in enumerate(datasets):
+        for row, modality in enumerate(("image", "text")):
+            ax = grid[row][col]
+            part = data[(data["dataset"] == dataset) & (data["modality"] == modality)]
+            for label in labels:
+                line = part[part["method"] == label]
+                if line.empty:
+                    continue
+                stats = line.groupby("step")["weight"].agg(["mean", "std"]).reset_index()
+                width = 2.4 if label == "MSD-learned" else 1.5
+                ax.plot(stats["step"], stats["mean"], color=color(label), lw=width, dashes=dashes(label),
+                        marker="o" if len(stats) < 3 else None, ms=4, zorder=3 if label == "MSD-learned" else 2)
+                if stats["std"].notna().any():
+                    ax.fill_between(stats["step"], stats["mean"] - stats["std"].fillna(0),
+                                    stats["mean"] + stats["std"].fillna(0), color=color(label), alpha=0.15, lw=0)
+            ax.set(title=f"{spec.DATASET_TITLES.get(dataset, dataset)}: {modality}",
+                   xlabel="update" if row == 1 else "", ylabel=f"mean {modality} weight" if col == 0 else "")
+    _legend_below(fig, labels, {label: {"dashes": dashes(label)} for label in labels},
+                  title="weighting scheme (band: ± sd over seeds)")
+    fig.suptitle("MSD auxiliary-term weights over training (learned = meta-learned; the others for reference)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -179,41 +207,52 @@ def per_sample_gain(ctx: Context, split: str = "test") -> plt.Figure | str:
         ax.scatter(joined["saliency"], joined["gain"], s=6, alpha=0.25, color="gray")
         bins = min(8, max(2, joined["saliency"].nunique()))
         if joined["saliency"].nunique() > 1:
-            sns.regplot(data=joined, x="saliency", y="gain", x_bins=bins, fit_reg=False, ax=ax, color="tab:red",
+            sns.regplot(data=joined, x="saliency", y="gain", x_bins=bins, fit_reg=False, ax=ax, color=color(f"MSD-{best}"),
                         seed=0)  # the CI bootstrap: same figure from the same runs
         ax.axhline(0, color="black", lw=0.8, ls="--")
         ax.set(title=f"{spec.DATASET_TITLES.get(dataset, dataset)}: MSD-{best} − KD", xlabel="teacher s_image − s_text",
                ylabel="per-sample score gain")
-    fig.suptitle(f"Per-sample gain of MSD over KD ({split}, seed means; red: binned means ± 95% CI)")
+    fig.suptitle(f"Per-sample gain of MSD over KD ({split}, seed means; coloured: binned means ± 95% CI)")
     fig.tight_layout()
     return fig
 
 
-def table2_bars(ctx: Context, table2: pd.DataFrame | None = None) -> plt.Figure | str:
-    """Table 2 as bars: per-seed values, mean and ± sd error bars per column."""
+def table2_intervals(ctx: Context, table2: pd.DataFrame | None = None) -> plt.Figure | str:
+    """Table 2 as dots and intervals: per column, each method's seeds (small dots), their mean
+    (large dot) and its 95 % t-interval over seeds, on an axis fitted to the data (a bar from 0
+    would hide the 1-3 point differences that matter); † where Table 2 marks MSD significantly
+    better than KD (paired bootstrap over test samples, p < 0.05)."""
     if table2 is None:
         from analysis.tables import build_table2
 
         table2 = build_table2(ctx).records
     cells = table2[(table2["metric"] != "model_params") & (table2["n"].fillna(0) > 0)]
-    rows = []
-    for _, cell in cells.iterrows():
-        for value in str(cell["values"]).split():
-            rows.append({"column": spec.metric_column(cell["dataset"], cell["metric"]), "model": cell["row"],
-                         "value": float(value) * 100})
-    if not rows:
+    if cells.empty:
         return "Table 2 has no cell with runs"
-    data = pd.DataFrame(rows)
-    columns = list(dict.fromkeys(data["column"]))
+    columns = list(dict.fromkeys(zip(cells["dataset"], cells["metric"])))
     order = [r.label for r in spec.TABLE2_ROWS]
-    fig, axes = _panels(len(columns), width=3.4, height=3.8)
-    for ax, column in zip(axes, columns):
-        part = data[data["column"] == column]
-        present = [m for m in order if m in set(part["model"])]
-        sns.barplot(data=part, x="model", y="value", order=present, errorbar="sd", ax=ax, hue="model",
-                    hue_order=present, legend=False, palette=MODEL_COLORS)
-        ax.set(title=column, xlabel="", ylabel="test ×100 (± sd over seeds)")
-        ax.tick_params(axis="x", rotation=70)
+    fig, axes = _panels(len(columns), width=4.2, height=3.2)
+    for ax, (dataset, metric) in zip(axes, columns):
+        part = cells[(cells["dataset"] == dataset) & (cells["metric"] == metric)]
+        present = [m for m in order if m in set(part["row"])]
+        for y, label in enumerate(present):
+            cell = part[part["row"] == label].iloc[0]
+            values = [float(v) * 100 for v in str(cell["values"]).split()]
+            ax.scatter(values, [y] * len(values), s=14, color=color(label), alpha=0.45, lw=0, zorder=2)
+            mean = float(cell["mean"]) * 100
+            low, high = cell.get("ci95_low"), cell.get("ci95_high")
+            if pd.notna(low) and pd.notna(high):
+                ax.plot([float(low) * 100, float(high) * 100], [y, y], color=color(label), lw=2, zorder=3)
+            ax.scatter([mean], [y], s=46, color=color(label), edgecolor="white", lw=0.8, zorder=4)
+            if bool(cell.get("significant_vs_kd", False)):
+                right = float(high) * 100 if pd.notna(high) else max(values)
+                ax.annotate("†", (right, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=11)
+        ax.set_yticks(range(len(present)), present)
+        ax.invert_yaxis()  # Table 2's row order, top to bottom
+        ax.margins(x=0.12, y=0.08)
+        ax.set(title=spec.metric_column(dataset, metric), xlabel="test ×100")
+    fig.suptitle("Table 2: seeds (small dots), mean (large dot) and 95 % t-interval over seeds. "
+                 "†: MSD > KD, paired bootstrap over test samples, p < 0.05", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -236,7 +275,7 @@ def build_figures(ctx: Context, out_dir: str | Path, table2: pd.DataFrame | None
         "saliency_histograms": lambda: saliency_histograms(ctx),
         "learned_weights": lambda: learned_weights(ctx),
         "per_sample_gain": lambda: per_sample_gain(ctx),
-        "table2_bars": lambda: table2_bars(ctx, table2),
+        "table2_intervals": lambda: table2_intervals(ctx, table2),
     }
     result: dict[str, list[Path] | str] = {}
     for name, build in builders.items():

@@ -21,23 +21,28 @@ import pandas as pd
 from markdown_it import MarkdownIt
 
 from analysis import spec
-from analysis.claims import claims_frame, evaluate_claims, load_claims
+from analysis.claims import NOT_AVAILABLE, claims_frame, evaluate_claims, load_claims
 from analysis.figures import FIGURES, MANIFEST
 from analysis.wandb_links import find_wandb_runs, wandb_roots
 
 TEMPLATE = Path(__file__).with_name("templates") / "report.html"
 ASSUMPTIONS = Path(__file__).resolve().parents[1] / "docs" / "assumptions.md"
 TABLES = (("table2", "Table 2: main results"), ("saliency", "Saliency"), ("ablations", "Ablations"),
-          ("robustness", "Robustness: missing and noisy modalities"))
+          ("robustness", "Robustness: missing and noisy modalities"),
+          ("efficiency", "Efficiency: what a student costs"), ("distillation_cost", "Distillation cost"))
 FIGURE_CAPTIONS = {
     "figure1_output_density": "Figure 1: density of P(positive class) on Hateful Memes validation, per view.",
     "saliency_histograms": "Teacher saliency s_image − s_text per dataset.",
     "learned_weights": "MSD auxiliary weights over training (metrics.jsonl).",
     "per_sample_gain": "Per-sample gain of the best MSD over KD against teacher saliency (test).",
-    "table2_bars": "Table 2 as bars, ± sd over seeds.",
+    "table2_intervals": "Table 2 per column: each seed (small dots), the mean (large dot) and its 95 % t-interval "
+                        "over seeds, on an axis fitted to the data; † MSD better than KD (paired bootstrap over "
+                        "test samples, 1,000 resamples, p < 0.05), as in the table.",
     "robustness": "Headline metric vs image-noise σ and text-dropout rate per model, ± sd over seeds (docs/robustness.md).",
+    "efficiency_pareto": "Test metric vs one-thread CPU latency per sample (batch 1) and vs FLOPs per sample, every "
+                         "family, size and method of experiments/efficiency.yaml; Pareto frontier ringed (docs/efficiency.md).",
 }
-REPORT_FIGURES = (*FIGURES, "robustness")  # robustness: drawn by analysis/robustness.py
+REPORT_FIGURES = (*FIGURES, "robustness", "efficiency_pareto")  # drawn by analysis/robustness.py, analysis/efficiency.py
 _MD = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
@@ -54,6 +59,16 @@ def _markdown(text: str, demote: int = 1) -> str:
     """Markdown -> HTML with headings pushed down ``demote`` levels (the page owns h1/h2)."""
     lines = [("#" * demote + line) if line.startswith("#") else line for line in text.splitlines()]
     return _MD.render("\n".join(lines))
+
+
+def _without_title(text: str) -> str:
+    """A Markdown file without its first ``# title`` line: the report's section heading is the
+    title, so it would otherwise appear twice."""
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is not None and lines[first].startswith("# "):
+        del lines[first]
+    return "\n".join(lines)
 
 
 def _frame_html(frame: pd.DataFrame) -> str:
@@ -133,31 +148,73 @@ def _counts_html(all_runs: pd.DataFrame, used: pd.DataFrame, notes: list[str]) -
     table = frame.groupby(["model", "dataset"]).apply(cell, include_groups=False).unstack("dataset").fillna("—")
     order = [r.label for r in spec.TABLE2_ROWS]
     table = table.loc[sorted(table.index, key=lambda m: (order.index(m) if m in order else len(order), m))]
+    known = [d for d in spec.DATASET_TITLES if d in table.columns]
+    table = table[known + sorted(c for c in table.columns if c not in known)]
+    table.columns = [spec.DATASET_TITLES.get(c, c) for c in table.columns]  # drops the "dataset" axis name too
+    table.index.name = "model [variant]"
     notes_html = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
-    return total + trials_html + notes_html + _frame_html(table.reset_index().rename(columns={"model": "model [variant]"}))
+    return total + trials_html + notes_html + _frame_html(table.reset_index())
 
 
-def _runs_html(all_runs: pd.DataFrame, report_dir: Path, wandb: dict) -> str:
+def _headline(run: pd.Series) -> str:
+    """The run's test headline ×100, as in the tables (one convention everywhere)."""
+    metric = f"test/{run['dataset']}/{run.get('headline_metric')}"
+    value = run.get(metric) if metric in run else None
+    return "—" if value is None or pd.isna(value) else f"{value * 100:.2f}"
+
+
+def _tracking(run_id: str, wandb: dict) -> str:
+    """An online W&B run links to its page; a local (offline) one is named, not linked: the
+    run store and W&B folders are not committed, so such a link would be dead in a clone."""
+    w = wandb.get(run_id)
+    if w is None:
+        return "—"
+    if w.url:
+        return f"<a href='{html.escape(w.url)}'>W&amp;B {html.escape(w.wandb_id)}</a>"
+    return f"W&amp;B {'offline' if w.offline else 'local'} {html.escape(w.wandb_id)}"
+
+
+def _runs_html(all_runs: pd.DataFrame, save_dir: str | Path, wandb: dict) -> str:
+    """One collapsible table per dataset; columns narrow enough for a 1400 px page."""
     if all_runs.empty:
         return "<p class='missing'>no runs</p>"
-    rows = []
-    for _, run in all_runs.sort_values(["dataset", "method", "weighting", "seed"], na_position="first").iterrows():
-        local = f"<a href='{_link(Path(run['path']), report_dir)}/'>run dir</a>"
-        w = wandb.get(run["run_id"])
-        if w is None:
-            tracking = "—"
-        elif w.url:
-            tracking = f"<a href='{html.escape(w.url)}'>W&amp;B {html.escape(w.wandb_id)}</a>"
-        else:
-            kind = "offline" if w.offline else "local"
-            tracking = f"<a href='{_link(w.path, report_dir)}/'>W&amp;B {kind} {html.escape(w.wandb_id)}</a>"
-        metric = f"test/{run['dataset']}/{run.get('headline_metric')}"
-        value = run.get(metric) if metric in run else None
-        rows.append({"run": html.escape(run["run_id"]), "dataset": run["dataset"], "model": html.escape(run["row"]),
-                     "variant": html.escape(run["variant_label"] or "default"), "seed": run["seed"],
-                     "status": run["status"], "test headline": "—" if value is None or pd.isna(value) else f"{value:.4f}",
-                     "W&B": tracking, "files": local})
-    return _frame_html(pd.DataFrame(rows))
+    intro = (f"<p>Each run's files (config, summary, metrics, predictions, checkpoint) are in "
+             f"<code>{html.escape(str(save_dir))}/&lt;run id&gt;/</code> of the machine that ran them; the run "
+             "store and W&amp;B's local folders are not committed, so they are named here, not linked "
+             "(<code>msd runs show RUN_ID</code> prints one). Test headline ×100, as in the tables.</p>")
+    parts = [intro]
+    order = list(spec.DATASET_TITLES)
+    datasets = sorted(all_runs["dataset"].unique(), key=lambda d: (order.index(d) if d in order else len(order), d))
+    for dataset in datasets:
+        runs = all_runs[all_runs["dataset"] == dataset].sort_values(["method", "weighting", "seed"], na_position="first")
+        rows = [{"run id": f"<code>{html.escape(run['run_id'])}</code>",
+                 "model [variant]": html.escape(run["row"] + (f" [{run['variant_label']}]" if run["variant_label"] else "")),
+                 "seed": run["seed"], "status": html.escape(str(run["status"])),
+                 "test headline": _headline(run), "W&B": _tracking(run["run_id"], wandb)}
+                for _, run in runs.iterrows()]
+        done = int(runs["completed"].sum()) if "completed" in runs else 0
+        title = html.escape(spec.DATASET_TITLES.get(dataset, dataset))
+        parts.append(f"<details id='runs-{html.escape(dataset)}'><summary><b>{title}</b>: {len(runs)} runs, "
+                     f"{done} completed</summary>\n<div class='runs'>"
+                     + pd.DataFrame(rows).to_html(index=False, escape=False, border=0) + "</div></details>")
+    return "\n".join(parts)
+
+
+def _claims_html(claims: list) -> str:
+    """Claims with a paper value as rows; those without one (the paper's numbers could not be
+    read) as one note, not one identical row each."""
+    values = [c for c in claims if c.kind == "value"]
+    compared = [c for c in values if c.paper is not None]
+    waiting = len(values) - len(compared)
+    parts = ["<p>From <code>analysis/claims.yaml</code>.</p>"]
+    if waiting:
+        parts.append(f"<p class='note'>{waiting} of {len(values)} numeric claims have no paper value: the paper's "
+                     f"numbers could not be read, so <code>paper_value</code> is null ({NOT_AVAILABLE}). Our values "
+                     "for them are the cells of the tables above; fill <code>paper_value</code> in "
+                     "<code>analysis/claims.yaml</code> to compare.</p>")
+    if compared:
+        parts.append(_frame_html(claims_frame(compared)))
+    return "".join(parts)
 
 
 def build_report(out_root: str | Path, all_runs: pd.DataFrame, used: pd.DataFrame, notes: list[str],
@@ -171,19 +228,17 @@ def build_report(out_root: str | Path, all_runs: pd.DataFrame, used: pd.DataFram
     report_dir, tables_dir, figures_dir = out_root / "report", out_root / "tables", out_root / "figures"
     report_dir.mkdir(parents=True, exist_ok=True)
     claims = evaluate_claims(load_claims(claims_path) if claims_path else load_claims(), tables_dir)
-    assumptions = (_markdown(ASSUMPTIONS.read_text(), demote=1) if ASSUMPTIONS.exists()
+    assumptions = (_markdown(_without_title(ASSUMPTIONS.read_text()), demote=1) if ASSUMPTIONS.exists()
                    else "<p class='missing'>docs/assumptions.md not found next to the package.</p>")
     wandb = find_wandb_runs(wandb_roots(wandb_dirs))
     sections = [
         ("overview", "Runs", _counts_html(all_runs, used, notes)),
         ("tables", "Tables", _tables_html(tables_dir, report_dir)),
-        ("claims", "Claims: ours vs the paper",
-         "<p>From <code>analysis/claims.yaml</code>; the paper's numbers could not be read, so each "
-         "<i>paper</i> value is null until someone fills it in.</p>" + _frame_html(claims_frame(claims))
+        ("claims", "Claims: ours vs the paper", _claims_html(claims)
          + "<h3>Statements of the paper's abstract</h3>" + _frame_html(claims_frame(claims, "qualitative"))),
         ("figures", "Figures", _figures_html(figures_dir, report_dir)),
-        ("assumptions", "Assumptions (docs/assumptions.md)", assumptions),
-        ("runs", "Every run", _runs_html(all_runs, report_dir, wandb)),
+        ("assumptions", "Assumptions: every [rule] this suite had to reconstruct", assumptions),
+        ("runs", "Every run", _runs_html(all_runs, save_dir, wandb)),
     ]
     meta = (f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by <code>msd analyze report</code> "
             f"from the run store <code>{html.escape(str(save_dir))}</code> (code {html.escape(git_commit() or 'unknown')}). "

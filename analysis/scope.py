@@ -47,11 +47,11 @@ def grid_settings(path: str | Path, scale: str) -> tuple[str, dict[str, set[str]
     Mirrors :func:`benchmark.grid.cells.expand` (same combinations, same role overrides) but
     builds one config per distinct combination without the seed, and no run id.
     """
+    from analysis.load import setting_of
     from benchmark.config.loader import flatten_dotted
     from benchmark.grid import cells as grid_cells
     from benchmark.grid.configs import ConfigBuilder
     from benchmark.grid.spec import load_grid
-    from analysis.load import setting_of
 
     spec = load_grid(path, scale)
     builder = ConfigBuilder(spec, ())

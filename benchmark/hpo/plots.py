@@ -55,6 +55,63 @@ def target_kwargs(study: optuna.Study) -> dict[str, Any]:
     return {"target_name": metric_name(study)}
 
 
+def short_name(param: str, params: list[str]) -> str:
+    """The shortest dotted suffix of ``param`` that no other parameter shares
+    (``distill.weighting_params.temperature`` -> ``weighting_params.temperature`` when
+    ``distill.temperature`` is also searched; ``optimizer.params.lr`` -> ``lr``)."""
+    parts = param.split(".")
+    for k in range(1, len(parts) + 1):
+        suffix = ".".join(parts[-k:])
+        if not any(o != param and (o == suffix or o.endswith("." + suffix)) for o in params):
+            return suffix
+    return param
+
+
+def _full_name(label: str, params: list[str]) -> str | None:
+    """The parameter an Optuna tick label names; Optuna cuts long names to ``abc...``."""
+    if label in params:
+        return label
+    stem = label.rstrip(".").removesuffix("...")
+    hits = [p for p in params if label.endswith("...") and p.startswith(stem)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def tidy(figure: Any, params: list[str], metric: str) -> None:
+    """Readable labels on Optuna's matplotlib figures: parameter names shortened but never cut,
+    "Objective Value" named by the metric, slanted x labels anchored at their tick, and tick
+    labels drawn over the parallel-coordinate lines on a white box so they stay legible."""
+    for ax in figure.axes:
+        for getter, setter in ((ax.get_xticklabels, ax.set_xticklabels), (ax.get_yticklabels, ax.set_yticklabels)):
+            labels = getter()
+            texts = [t.get_text() for t in labels]
+            renamed = []
+            for text in texts:
+                full = _full_name(text, params)
+                renamed.append(metric if text == "Objective Value" else short_name(full, params) if full else text)
+            if renamed != texts and all(texts):
+                setter(renamed)
+        if ax.get_ylabel() == "Objective Value":
+            ax.set_ylabel(metric)
+        if ax.get_xlabel() == "Objective Value":
+            ax.set_xlabel(metric)
+        legend = ax.get_legend()
+        if legend is not None:
+            for text in legend.get_texts():
+                if text.get_text() == "Objective Value":
+                    text.set_text(metric)
+            if len(legend.get_texts()) > 12:  # one entry per trial: two columns, outside the axes
+                handles, labels = ax.get_legend_handles_labels()
+                ax.legend(handles, labels, ncol=2, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        slanted = [t for t in ax.get_xticklabels() if t.get_text() and not t.get_text().replace(".", "").isdigit()]
+        if len(slanted) > 3:
+            for text in slanted:
+                text.set_rotation(25)
+                text.set_horizontalalignment("right")
+                text.set_rotation_mode("anchor")
+        for text in ax.get_yticklabels():
+            text.set_bbox({"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 0.6})
+
+
 def write_plots(study: optuna.Study, out_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
     """PNG (and HTML with plotly) per figure under ``<out_dir>/<study>/``; returns (paths, skipped)."""
     import matplotlib
@@ -81,10 +138,11 @@ def write_plots(study: optuna.Study, out_dir: str | Path | None = None) -> tuple
             if name == "intermediate_values" and hasattr(ax, "set_ylabel"):
                 ax.set_ylabel(f"{metric} (each evaluation)")
             figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            figure.set_size_inches(9, 5.5)
+            figure.set_size_inches(10, 5.5)
+            tidy(figure, list(study.best_trial.params) if complete else [], metric)
             figure.tight_layout()
             path = target_dir / f"{name}.png"
-            figure.savefig(path, dpi=110)
+            figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing cut at the edges
             plt.close(figure)
             written.append(path)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:

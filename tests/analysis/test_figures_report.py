@@ -41,7 +41,7 @@ def test_report_contains_every_table_and_image_and_its_links_exist(analyzed_stor
     assert "65 runs in the store" in page
 
 
-def test_report_links_runs_to_their_offline_wandb_directory(analyzed_store, tmp_path):
+def test_report_names_each_runs_offline_wandb_run(analyzed_store, tmp_path):
     store, out = analyzed_store
     run_id = sorted(p.name for p in store.runs.iterdir())[0]
     offline = tmp_path / "wandb" / "wandb" / "offline-run-20260101_000000-abc123"
@@ -62,9 +62,9 @@ def test_report_links_runs_to_their_offline_wandb_directory(analyzed_store, tmp_
     used, notes = select_setting(runs)
     report = build_report(tmp_path / "results", runs, used, notes, store.runs, wandb_dirs=[tmp_path / "wandb"])
     page = report.read_text()
-    assert "W&amp;B offline abc123" in page
-    link = re.search(r"href='([^']+)'>W&amp;B offline abc123", page).group(1)
-    assert (report.parent / unquote(link)).resolve() == offline.resolve()
+    # Named, not linked: W&B's local folders are not committed, so a link would be dead in a clone.
+    assert "W&amp;B offline abc123" in page and not re.search(r"href='[^']+'>W&amp;B offline", page)
+    assert f"<code>{run_id}</code>" in page
     # Tables and figures were not built under this output root: the report says so.
     assert "not built yet" in page and "not drawn" in page
 
