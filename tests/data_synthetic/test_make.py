@@ -8,6 +8,7 @@ import pytest
 
 from benchmark.data.make import MANIFEST, make_dataset
 from benchmark.data.synthetic import writers
+from benchmark.data.synthetic.visual_entailment import VisualEntailmentGenerator
 from benchmark.errors import ConfigError, DataError
 
 
@@ -30,7 +31,7 @@ def test_other_seed_size_or_options_regenerate(tmp_path) -> None:
     assert make_dataset("visual_entailment", tmp_path, size=24, seed=1, label_noise=0.0)["skipped"]
     assert not make_dataset("visual_entailment", tmp_path, size=24, seed=1, label_noise=0.0, force=True)["skipped"]
     manifest = json.loads((tmp_path / "datasets/visual_entailment/defaults" / MANIFEST).read_text())
-    assert manifest["key"] == {"name": "visual_entailment", "size": 24, "seed": 1, "generator_version": "1.1.0",
+    assert manifest["key"] == {"name": "visual_entailment", "size": 24, "seed": 1, "generator_version": VisualEntailmentGenerator.version,
                                "options": manifest["key"]["options"]}
     assert (tmp_path / "datasets/flickr30k/defaults" / MANIFEST).is_file()
 

@@ -33,6 +33,10 @@ Track = Callable[[Iterable[Any], int, str], Iterable[Any]]
 
 DEFAULT_TRAIN = 2000
 EVAL_RATIO = 0.25
+# [rule] The synthetic generators' default evaluation size relative to train (option
+# ``eval_ratio``): larger than the 25 % above, because evaluation is cheap and the seed
+# spread of a small test split is mostly its sampling noise (issue 16, criterion (b)).
+SYNTHETIC_EVAL_RATIO = 0.5
 MIN_EVAL = 20
 EVIDENCE = ("image", "text", "both")
 GROUND_TRUTH_NAME = "msd_ground_truth.jsonl"
@@ -57,12 +61,20 @@ def split_rng(seed: int, dataset: str, split: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), _code(dataset), 1, _code(split)]))
 
 
-def split_sizes(size: int | None, default_train: int = DEFAULT_TRAIN) -> tuple[int, int]:
-    """``(train, eval)``: ``size`` sets train, each evaluation split gets 25 % (at least 20)."""
+def split_sizes(size: int | None, default_train: int = DEFAULT_TRAIN, eval_ratio: float = EVAL_RATIO) -> tuple[int, int]:
+    """``(train, eval)``: ``size`` sets train, each evaluation split gets ``eval_ratio`` of it (at least 20).
+
+    The synthetic generators pass their ``eval_ratio`` option [rule]: evaluation splits cost
+    one forward pass per sample and view, so making them larger is the cheap way to cut the
+    metric's sampling noise (issue 16, criterion (b)).
+    """
     train = default_train if size is None else int(size)
     if train < 1:
         raise ConfigError(f"size must be a positive number of training samples, got {size!r}")
-    return train, max(MIN_EVAL, int(math.ceil(train * EVAL_RATIO)))
+    ratio = float(eval_ratio)
+    if not ratio > 0:
+        raise ConfigError(f"eval_ratio must be > 0, got {eval_ratio!r}")
+    return train, max(MIN_EVAL, int(math.ceil(train * ratio)))
 
 
 def resolve_mixture(defaults: Mapping[str, float], given: Mapping[str, float] | None, key: str) -> dict[str, float]:
@@ -150,6 +162,30 @@ def truth_record(
 
 
 RELIANCE = {"image": (1.0, 0.0), "text": (0.0, 1.0), "both": (0.5, 0.5)}
+
+
+def conjunctions(first: Sequence[str], second: Sequence[str], bound: Sequence[int]) -> list[tuple[str, str]]:
+    """Pair ``first[i]`` with ``second[σ(i)]``, σ fixing exactly the indices in ``bound``.
+
+    The other indices are rotated by one place (a derangement of them), so they pair
+    mismatched parts. Why: a *bound* part pair (a shape drawn in its own colour, one region
+    showing ``proto(a) + proto(b)``) is evidence that only a model which looks at regions one
+    at a time can see. Every pairing uses the same parts, so the mean over regions (what a
+    student without region layers computes) is the same whichever pairs are bound: a real
+    capacity gap between teacher and student, as real teachers have. Exactly one unbound
+    index cannot be deranged, so that is refused.
+    """
+    if len(first) != len(second):
+        raise ValueError(f"conjunctions need as many first as second parts, got {len(first)} and {len(second)}")
+    fixed = set(int(i) for i in bound)
+    if not fixed <= set(range(len(first))):
+        raise ValueError(f"bound indices {sorted(fixed)} outside 0..{len(first) - 1}")
+    rest = [i for i in range(len(first)) if i not in fixed]
+    if len(rest) == 1:
+        raise ValueError("one unbound part cannot be paired with another part's partner")
+    partner = {i: i for i in fixed}
+    partner.update({i: rest[(k + 1) % len(rest)] for k, i in enumerate(rest)})
+    return [(str(first[i]), str(second[partner[i]])) for i in range(len(first))]
 
 # Region-feature options shared by the four synthetic generators (see regions.py).
 IMAGE_DEFAULTS: dict[str, Any] = {"feature_dim": 64, "num_regions": 16, "region_noise": 0.12, "concept_regions": [2, 4]}

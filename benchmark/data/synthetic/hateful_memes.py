@@ -9,20 +9,29 @@ images are written: the suite reads region features, and fake pixels would misle
 
 Mechanism (the label ``hateful`` of each meme is decided by):
 
-* ``both`` (default 50 %): benign confounders, as in the real challenge set, where the
+* ``both`` (default 40 %): benign confounders, as in the real challenge set, where the
   same caption is mean or harmless depending on the picture ("look how many people love
   you" over a crowd or over an empty desert). Each of 8 "ambiguous" image concepts has a
   hidden binary visual attribute ``a`` (1 for four of them; with ``attribute_strength`` >
-  0 the four share a feature direction, as a coarse visual property would), and the
+  0, default 1.0 since version 2, the four share a feature direction, as a coarse visual
+  property would: at 0 the calibrated teacher did not learn these memes at all, its
+  saliency was ~0 for the image on them), and the
   caption is either praising (``b = 1``: "look how many people love my {t}") or plain
   (``b = 0``: "this is what my {t} looks like"), ``t`` a filler noun. The meme is hateful
   iff ``a != b`` (the picture contradicts the caption). Given only the image, or only the
   text, P(hateful) = 1/2 exactly. Samples come in contrastive pairs that share the *same*
   image (identical features under two ids) or the *same* caption, with opposite labels.
-* ``image`` (25 %): the image shows a hateful or a benign symbol concept; the text is a
-  neutral caption drawn independently of the label.
-* ``text`` (25 %): the text insults or praises a group (``"those {group} are so {adj}"``,
-  the adjective decides); the image is an everyday scene drawn independently of the label.
+* ``image`` (default 30 %): the image shows two symbols, each a shape drawn in a colour
+  (one region = ``proto(shape) + proto(colour)``). A hateful symbol is shape ``k`` in colour
+  ``k`` (4 such pairs); a hateful meme shows shapes ``i, j`` in their own colours, a benign
+  one shows the same shapes in each other's colours (``conjunctions`` in common.py). The
+  parts are the same either way, so only a model that reads regions one at a time (the
+  teacher's region transformer) can tell them apart; the mean over regions (the student)
+  cannot. With ``image_binding: false`` the symbol is a single concept instead (version 1).
+  The text is a neutral caption drawn independently of the label.
+* ``text`` (default 30 %): the text insults or praises a group (``"those {group} are so
+  {adj}"``, the adjective decides); the image is an everyday scene drawn independently of
+  the label.
 
 For ``image`` and ``text`` samples P(hateful) = ``positive_rate`` (default 0.4, close to the
 real train split's 36 %); ``label_noise`` (default 5 %) of labels are flipped after the fact.
@@ -38,13 +47,16 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
+    DEFAULT_TRAIN,
     IMAGE_DEFAULTS,
     RELIANCE,
+    SYNTHETIC_EVAL_RATIO,
     SyntheticGenerator,
     Track,
     allocate,
     check_fraction,
     concept_space,
+    conjunctions,
     no_track,
     resolve_mixture,
     shares,
@@ -85,7 +97,11 @@ class _World:
         self.benign = [f"benign_symbol_{k}" for k in range(N_DECISIVE)]
         self.neutral = [f"everyday_scene_{k}" for k in range(N_NEUTRAL)]
         self.ambiguous = [f"ambiguous_image_{k}" for k in range(N_PAIR)]
-        self.space = concept_space(rng, self.hateful + self.benign + self.neutral + self.ambiguous, opts)
+        # Parts of the bound symbols: hateful iff shape k is drawn in colour k.
+        self.shapes = [f"symbol_shape_{k}" for k in range(N_DECISIVE)]
+        self.colours = [f"symbol_colour_{k}" for k in range(N_DECISIVE)]
+        names = self.hateful + self.benign + self.neutral + self.ambiguous + self.shapes + self.colours
+        self.space = concept_space(rng, names, opts)
         # Hidden binary attribute a of the ambiguous images, 1 for exactly half of them, so
         # P(hateful | image) = P(hateful | caption) = 1/2 for the combination memes.
         self.image_attr = dict(zip(self.ambiguous, (rng.permutation(N_PAIR) < N_PAIR // 2).tolist(), strict=True))
@@ -108,13 +124,19 @@ def _pair_text(rng: np.random.Generator, praise: int, word: str) -> str:
     return T.render(_pick(rng, T.TEMPLATES["hm_praise" if praise else "hm_plain"]), pair=word)
 
 
-def _image_decided(world: _World, rng: np.random.Generator, positive_rate: float) -> _Meme:
+def _image_decided(world: _World, rng: np.random.Generator, positive_rate: float, binding: bool) -> _Meme:
     label = int(rng.random() < positive_rate)
-    concept = _pick(rng, world.hateful if label else world.benign)
     caption = T.render(
         _pick(rng, T.TEMPLATES["hm_neutral"]), verb=_pick(rng, T.POOLS["hm_verb"]), time=_pick(rng, T.POOLS["hm_time"])
     )
-    return _Meme(world.scene(rng, concept), caption, label, "image", {"image": [concept], "text": []})
+    if not binding:
+        concept = _pick(rng, world.hateful if label else world.benign)
+        return _Meme(world.scene(rng, concept), caption, label, "image", {"image": [concept], "text": []})
+    i, j = (int(k) for k in rng.choice(N_DECISIVE, 2, replace=False))
+    pairs = conjunctions([world.shapes[i], world.shapes[j]], [world.colours[i], world.colours[j]], [0, 1] if label else [])
+    regions = world.space.regions(rng)  # the same for both symbols: the parts' mean cannot tell the pairings apart
+    scene = world.space.render(rng, [(pair, regions) for pair in pairs])
+    return _Meme(scene, caption, label, "image", {"image": [f"{a}+{b}" for a, b in pairs], "text": []})
 
 
 def _text_decided(world: _World, rng: np.random.Generator, positive_rate: float) -> _Meme:
@@ -168,7 +190,7 @@ def _split(world: _World, rng: np.random.Generator, n: int, split: str, opts: di
         if kind == "both":
             memes.append(next(combos))
         elif kind == "image":
-            memes.append(_image_decided(world, rng, opts["positive_rate"]))
+            memes.append(_image_decided(world, rng, opts["positive_rate"], bool(opts["image_binding"])))
         else:
             memes.append(_text_decided(world, rng, opts["positive_rate"]))
     return memes
@@ -179,13 +201,15 @@ class HatefulMemesGenerator(SyntheticGenerator):
     """Registered as generator ``hateful_memes``; see the module docstring for the mechanism."""
 
     name = NAME
-    version = "1.1.0"
+    version = "2.0.0"
     roots = ("hateful_memes/defaults",)
     defaults: dict[str, Any] = {
-        "mixture": {"both": 0.5, "image": 0.25, "text": 0.25},
+        "mixture": {"both": 0.2, "image": 0.4, "text": 0.4},
         "positive_rate": 0.4,
         "label_noise": 0.05,
-        "attribute_strength": 0.0,
+        "attribute_strength": 1.0,
+        "image_binding": True,
+        "eval_ratio": SYNTHETIC_EVAL_RATIO,
         **IMAGE_DEFAULTS,
     }
 
@@ -203,7 +227,7 @@ class HatefulMemesGenerator(SyntheticGenerator):
         clear_built(root)
 
         world = _World(seed, opts)
-        n_train, n_eval = split_sizes(size)
+        n_train, n_eval = split_sizes(size, DEFAULT_TRAIN, opts["eval_ratio"])
         counts = {s: (n_train if s == "train" else n_eval) for s in SPLITS}
         ids = iter(unique_ints(split_rng(seed, NAME, "ids"), sum(counts.values()), 10000, 100000))
         scenes: list[tuple[str, Scene, int]] = []

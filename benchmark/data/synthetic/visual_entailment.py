@@ -17,18 +17,23 @@ per seed; concepts of a group share a feature direction of strength ``group_stre
 0.5, as a detector's features cluster by category). Every image gets
 ``hypotheses_per_image`` (default 3) hypotheses, as SNLI writers wrote three per caption.
 
-* ``both`` (default 70 %): the hypothesis names a concept ``x`` of group ``g``:
+* ``both`` (default 40 %): the hypothesis names a concept ``x`` of group ``g``:
   entailment if ``g`` is shown and ``x`` is the shown concept, contradiction if ``g`` is
   shown with another concept, neutral if ``g`` is not shown (cannot be verified). The three
   labels are cycled over an image's hypotheses, so the image alone says nothing, and
   ``(g, x)`` is label-independent, so the hypothesis alone says nothing either.
-* ``text`` (15 %): hypothesis-only artifacts, as found in SNLI (Gururangan et al., 2018):
+* ``text`` (default 30 %): hypothesis-only artifacts, as found in SNLI (Gururangan et al., 2018):
   negation (``nobody``, ``no``, ``not``) means contradiction, purpose and superlative
   (``favorite``, ``competition``, ``first``) neutral, generic wording (``something``)
   entailment, whatever the image shows.
-* ``image`` (15 %): scene-level images (an empty scene: contradiction; a crowd:
-  entailment; an unclear photo: neutral) with generic hypotheses about people drawn
-  independently of the label.
+* ``image`` (default 30 %): scene-level images with generic hypotheses about people drawn
+  independently of the label. A scene is three layouts each lit in one of three lights (one
+  region = ``proto(layout) + proto(light)``); the layout shown in *its own* light decides
+  (empty street: contradiction; crowd: entailment; unclear photo: neutral) and the other
+  two layouts swap lights (``conjunctions`` in common.py). Every scene shows the same six
+  parts, so the mean over regions (the student) says nothing about the label; a model that
+  reads regions one at a time (the teacher's region transformer) can. With
+  ``image_binding: false`` a scene is one concept per label instead (version 1).
 
 ``label_noise`` (default 5 %) of gold labels are replaced by another label.
 """
@@ -44,13 +49,16 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
+    DEFAULT_TRAIN,
     IMAGE_DEFAULTS,
     RELIANCE,
+    SYNTHETIC_EVAL_RATIO,
     SyntheticGenerator,
     Track,
     allocate,
     check_fraction,
     concept_space,
+    conjunctions,
     no_track,
     resolve_mixture,
     shares,
@@ -71,6 +79,9 @@ SPLITS = ("train", "dev", "test")
 LABELS = ("entailment", "neutral", "contradiction")
 GROUPS = ("person", "animal", "object", "place")
 SCENES = {"empty_scene": "contradiction", "crowd_scene": "entailment", "unclear_scene": "neutral"}
+# Bound scenes: layout k in light k decides SCENES' k-th label.
+LAYOUTS = tuple(f"{name}_layout" for name in SCENES)
+LIGHTS = tuple(f"{name}_light" for name in SCENES)
 
 
 def _pick(rng: np.random.Generator, pool: tuple[str, ...] | list[str]) -> str:
@@ -96,7 +107,7 @@ class _World:
         size = int(opts["concepts_per_group"])
         # A seed-chosen subset of each group's words (all six when concepts_per_group = 6).
         self.pools = {g: tuple(sorted(rng.choice(T.POOLS[f"ve_{g}"], size, replace=False))) for g in GROUPS}
-        concepts = [_concept(g, w) for g in GROUPS for w in self.pools[g]] + list(SCENES)
+        concepts = [_concept(g, w) for g in GROUPS for w in self.pools[g]] + list(SCENES) + list(LAYOUTS) + list(LIGHTS)
         self.space = concept_space(rng, concepts, opts)
         # Concepts of one group (animals, places, ...) look alike: a shared feature direction.
         if opts["group_strength"] > 0:
@@ -137,14 +148,21 @@ def _ordinary_image(
     return {"scene": scene, "caption": _caption(shown), "hyps": hyps, "image_concepts": image_concepts}
 
 
-def _scene_image(world: _World, rng: np.random.Generator, name: str, n: int) -> dict:
-    scene = world.space.render(rng, [((name,), world.space.regions(rng))])
+def _scene_image(world: _World, rng: np.random.Generator, name: str, n: int, binding: bool) -> dict:
+    if binding:
+        pairs = conjunctions(LAYOUTS, LIGHTS, [list(SCENES).index(name)])
+        regions = world.space.regions(rng)  # the same for every pair: the parts' mean is label-free
+        scene = world.space.render(rng, [(pair, regions) for pair in pairs])
+        image_concepts = [f"{a}+{b}" for a, b in pairs]
+    else:
+        scene = world.space.render(rng, [((name,), world.space.regions(rng))])
+        image_concepts = [name]
     caption = T.TEMPLATES["ve_scene_caption"][list(SCENES).index(name)]
     hyps = [
         {"kind": "image", "label": SCENES[name], "text": T.render(_pick(rng, T.TEMPLATES["ve_generic"])), "words": []}
         for _ in range(n)
     ]
-    return {"scene": scene, "caption": caption, "hyps": hyps, "image_concepts": [name]}
+    return {"scene": scene, "caption": caption, "hyps": hyps, "image_concepts": image_concepts}
 
 
 def _images(world: _World, rng: np.random.Generator, n: int, opts: dict[str, Any]) -> list[dict]:
@@ -154,7 +172,8 @@ def _images(world: _World, rng: np.random.Generator, n: int, opts: dict[str, Any
     # Labels of image- and text-decided samples are allocated exactly, so they stay balanced.
     uniform = {name: 1.0 for name in SCENES}
     names = allocate(rng, math.ceil(n_image / per), uniform)
-    images = [_scene_image(world, rng, names[k // per], min(per, n_image - k)) for k in range(0, n_image, per)]
+    binding = bool(opts["image_binding"])
+    images = [_scene_image(world, rng, names[k // per], min(per, n_image - k), binding) for k in range(0, n_image, per)]
     artifact_labels = iter(allocate(rng, kinds.count("text"), {label: 1.0 for label in LABELS}))
     rest = [k for k in kinds if k != "image"]
     images += [_ordinary_image(world, rng, rest[k : k + per], artifact_labels, opts) for k in range(0, len(rest), per)]
@@ -166,10 +185,12 @@ class VisualEntailmentGenerator(SyntheticGenerator):
     """Registered as generator ``visual_entailment``; see the module docstring."""
 
     name = NAME
-    version = "1.1.0"
+    version = "2.0.0"
     roots = ("visual_entailment/defaults", "flickr30k/defaults")
     defaults: dict[str, Any] = {
-        "mixture": {"both": 0.7, "text": 0.15, "image": 0.15},
+        "mixture": {"both": 0.2, "text": 0.4, "image": 0.4},
+        "image_binding": True,
+        "eval_ratio": SYNTHETIC_EVAL_RATIO,
         "hypotheses_per_image": 3,
         "visible_groups": 2,
         "concepts_per_group": 3,
@@ -196,7 +217,7 @@ class VisualEntailmentGenerator(SyntheticGenerator):
         clear_built(root)
         clear_built(flickr)
         world = _World(seed, opts)
-        n_train, n_eval = split_sizes(size)
+        n_train, n_eval = split_sizes(size, DEFAULT_TRAIN, opts["eval_ratio"])
         counts = {s: (n_train if s == "train" else n_eval) for s in SPLITS}
         max_images = sum(math.ceil(c / opts["hypotheses_per_image"]) + 2 for c in counts.values())
         flickr_ids = iter(unique_ints(split_rng(seed, NAME, "ids"), max_images, 10**6, 10**10))

@@ -13,14 +13,26 @@ a colour (8) and a count (1-4 regions, each region ``proto(object) + proto(colou
 noise``); with two objects, "what color is the dog?" needs the colour bound to the dog. Each image gets
 ``questions_per_image`` (default 3) questions whose types follow ``question_types``:
 
-* ``both`` (default 70 %): ``color`` (30 %: "what color is the dog?"), ``count`` (20 %:
-  "how many dogs are there?"), ``exist`` (20 %: "is there a cat in the picture?", yes for
+* ``both`` (default 50 %): ``color`` (20 %: "what color is the dog?"), ``count`` (15 %:
+  "how many dogs are there?"), ``exist`` (15 %: "is there a cat in the picture?", yes for
   half): the question picks the object, the image gives the attribute;
-* ``text`` (15 %): ``prior`` questions about things never shown whose answer is world
+* ``text`` (25 %): ``prior`` questions about things never shown whose answer is world
   knowledge, as VQA's language priors ("what color is the grass?" -> green; "is the snow
   white?" -> yes / "is the snow red?" -> no, half each);
-* ``image`` (15 %): ``object`` questions with a fixed wording ("what is in the picture?")
+* ``image`` (25 %): ``object`` questions with a fixed wording ("what is in the picture?")
   asked about single-object images: the answer is whatever the image shows.
+
+Ground-truth reliance (option ``reliance``, [rule]). ``information`` (default, version 2):
+the question still tells *which kind* of answer is wanted, so a categorical "image decides"
+overstated the image for ``object`` questions and said nothing about how much each modality
+resolves (version 1's truth, ``categorical``, gave the teacher's saliency a Spearman of
+0.12). The reliance is the two-player Shapley share of the answer's information:
+``image_reliance = 1/2 + (H(A | text) - H(A | image)) / (2 H(A))`` (clipped to [0, 1]),
+with ``H(A | text)`` the entropy of the answer given the question alone (object 12 answers,
+colour 8, count 4, exist 2, prior 1), ``H(A | image)`` that of the answer given the image
+alone (over the question types and objects that could be asked about it, each question
+taken independently) and ``H(A)`` the population's answer entropy, all in bits and from
+the generator's own distributions (``information_reliance``).
 
 Every question has 10 annotator answers: each annotator gives the true answer with
 probability ``1 - annotator_error`` (default 0.9) and otherwise a plausible wrong answer of
@@ -38,8 +50,10 @@ import numpy as np
 
 from benchmark.data.synthetic import text as T
 from benchmark.data.synthetic.common import (
+    DEFAULT_TRAIN,
     IMAGE_DEFAULTS,
     RELIANCE,
+    SYNTHETIC_EVAL_RATIO,
     SyntheticGenerator,
     Track,
     allocate,
@@ -72,6 +86,7 @@ DECIDES = {"color": "both", "count": "both", "exist": "both", "prior": "text", "
 OBJECTS, COLORS, COUNTS = T.POOLS["vqa_object"], T.POOLS["vqa_color"], T.POOLS["vqa_count"]
 ANSWERS: tuple[str, ...] = ("yes", "no", *COUNTS, *COLORS, *OBJECTS)
 ALTERNATIVES = {"yesno": ("yes", "no"), "count": COUNTS, "color": COLORS, "object": OBJECTS}
+RELIANCE_RULES = ("information", "categorical")
 
 
 def _pick(rng: np.random.Generator, pool: tuple[str, ...] | list[str]) -> str:
@@ -121,6 +136,72 @@ def _image(world: _World, rng: np.random.Generator, qtypes: list[str], opts: dic
     return {"scene": scene, "objects": objects, "questions": questions}
 
 
+def _entropy(dist: dict[str, float]) -> float:
+    p = np.asarray([v for v in dist.values() if v > 0], dtype=float)
+    p = p / p.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def _mix(parts: list[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for weight, dist in parts:
+        for answer, p in dist.items():
+            out[answer] = out.get(answer, 0.0) + weight * p
+    return out
+
+
+def _uniform(answers: list[str] | tuple[str, ...]) -> dict[str, float]:
+    return _mix([(1.0 / len(answers), {a: 1.0}) for a in answers])
+
+
+def _prior_answers() -> dict[str, float]:
+    """P(answer | prior question), marginal over things: half colour questions, half yes/no."""
+    return _mix([(0.5, _uniform(list(T.THING_COLORS.values()))), (0.5, _uniform(["yes", "no"]))])
+
+
+TEXT_ENTROPY = {"object": math.log2(len(OBJECTS)), "color": math.log2(len(COLORS)), "count": math.log2(len(COUNTS)),
+                "exist": 1.0, "prior": 0.0}
+"""H(A | question) in bits: the question fixes the answer type (and for prior questions the answer)."""
+
+
+def answer_entropy(question_types: dict[str, float]) -> float:
+    """H(A) in bits of the population's clean answers under the question-type mixture."""
+    given_type = {"object": _uniform(OBJECTS), "color": _uniform(COLORS), "count": _uniform(COUNTS),
+                  "exist": _uniform(["yes", "no"]), "prior": _prior_answers()}
+    return _entropy(_mix([(question_types[q], given_type[q]) for q in given_type]))
+
+
+def image_entropy(objects: dict[str, tuple[str, int]], question_types: dict[str, float], objects_per_image: list[int]) -> float:
+    """H(A | image) in bits: the answer to a question drawn for this image, not knowing which.
+
+    ``P(type | image)`` ∝ ``question_types[type] * P(n objects | type)`` (object questions
+    are asked of single-object images only, the others of 1..max objects uniformly); the
+    asked object is uniform over those shown; each question is taken on its own.
+    """
+    low, high = objects_per_image
+    n = len(objects)
+    span = high - low + 1
+    p_n = {q: (1.0 if n == 1 else 0.0) if q == "object" else (1.0 / span if low <= n <= high else 0.0)
+           for q in question_types}
+    shown = list(objects)
+    given_type = {
+        "object": _uniform(shown),
+        "color": _mix([(1.0 / n, {objects[o][0]: 1.0}) for o in shown]),
+        "count": _mix([(1.0 / n, {str(objects[o][1]): 1.0}) for o in shown]),
+        "exist": _uniform(["yes", "no"]),
+        "prior": _prior_answers(),
+    }
+    weights = {q: question_types[q] * p_n[q] for q in question_types}
+    total = sum(weights.values())
+    return _entropy(_mix([(w / total, given_type[q]) for q, w in weights.items() if w > 0]))
+
+
+def information_reliance(qtype: str, objects: dict[str, tuple[str, int]], opts: dict[str, Any], h_answer: float) -> float:
+    """``image_reliance`` = 1/2 + (H(A|text) - H(A|image)) / (2 H(A)), clipped to [0, 1] (module docstring)."""
+    h_image = image_entropy(objects, opts["question_types"], opts["objects_per_image"])
+    return float(min(1.0, max(0.0, 0.5 + (TEXT_ENTROPY[qtype] - h_image) / (2.0 * h_answer))))
+
+
 def _annotators(rng: np.random.Generator, answer: str, error: float) -> list[str]:
     pool = [a for a in ALTERNATIVES[_answer_type(answer)] if a != answer]
     return [answer if rng.random() >= error else _pick(rng, pool) for _ in range(10)]
@@ -131,10 +212,12 @@ class VQA2Generator(SyntheticGenerator):
     """Registered as generator ``vqa2``; see the module docstring for the mechanism."""
 
     name = NAME
-    version = "1.1.0"
+    version = "2.0.0"
     roots = ("vqa2/defaults", "coco/defaults")
     defaults: dict[str, Any] = {
-        "question_types": {"color": 0.3, "count": 0.2, "exist": 0.2, "prior": 0.15, "object": 0.15},
+        "question_types": {"color": 0.2, "count": 0.15, "exist": 0.15, "prior": 0.25, "object": 0.25},
+        "reliance": "information",
+        "eval_ratio": SYNTHETIC_EVAL_RATIO,
         "questions_per_image": 3,
         "objects_per_image": [1, 2],
         "annotator_error": 0.1,
@@ -159,12 +242,15 @@ class VQA2Generator(SyntheticGenerator):
                 f"max * {len(COUNTS)} <= num_regions, so that every count fits in the image"
             )
         opts["objects_per_image"] = [low, high]
+        if opts["reliance"] not in RELIANCE_RULES:
+            raise ConfigError(f"reliance must be one of {RELIANCE_RULES}, got {opts['reliance']!r}")
         T.verify_vocabulary()
         root, coco = (data_dir / "datasets" / r for r in cls.roots)
         clear_built(root)
         clear_built(coco)
         world = _World(seed, opts)
-        n_train, n_eval = split_sizes(size)
+        h_answer = answer_entropy(opts["question_types"])
+        n_train, n_eval = split_sizes(size, DEFAULT_TRAIN, opts["eval_ratio"])
         counts = {s: (n_train if s == "train2014" else n_eval) for s in SPLITS}
         per = opts["questions_per_image"]
         image_ids = iter(unique_ints(split_rng(seed, NAME, "ids"), sum(math.ceil(c / per) for c in counts.values()), 1, 582000))
@@ -195,7 +281,11 @@ class VQA2Generator(SyntheticGenerator):
                         record.update(all_answers=list(answers), answers=list(answers))
                     index = len(records)
                     records.append(record)
-                    image_rel, text_rel = RELIANCE[DECIDES[qtype]]
+                    if opts["reliance"] == "information":
+                        image_rel = information_reliance(qtype, image["objects"], opts, h_answer)
+                        text_rel = 1.0 - image_rel
+                    else:
+                        image_rel, text_rel = RELIANCE[DECIDES[qtype]]
                     truth.append(
                         truth_record(
                             file=f"annotations/imdb_{split}.npy", split=split, index=index,
