@@ -237,3 +237,23 @@ def test_every_spec_key_is_documented():
     assert "perturbations.image_noise.std" in keys and "audc.normalisation" in keys
     missing = [k for k in keys if f"`{k}`" not in text]
     assert not missing, f"document these robustness keys in docs/assumptions.md: {missing}"
+
+
+def test_replayable_keeps_batches_only_when_reused_and_small():
+    from benchmark.train.rescore import replayable
+
+    batches = [{"x": torch.zeros(4, 8), "meta": {"y": torch.ones(4)}, "id": ["a"] * 4} for _ in range(3)]
+
+    class Loader(list):  # a re-iterable loader with a length, counting its passes
+        passes = 0
+
+        def __iter__(self):
+            Loader.passes += 1
+            return super().__iter__()
+
+    loader = Loader(batches)
+    assert replayable(loader, uses=1) is loader  # read once: nothing kept
+    kept = replayable(loader, uses=3)
+    assert type(kept) is list and len(kept) == 3 and all(a is b for a, b in zip(kept, batches))
+    # 4*8*4 + 4*4 = 144 bytes a batch, 432 for three: over a 400-byte budget the loader itself is used.
+    assert replayable(loader, uses=3, budget=400) is loader and replayable(loader, uses=3, budget=432) is not loader
