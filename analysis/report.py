@@ -171,7 +171,9 @@ def _tracking(run_id: str, wandb: dict) -> str:
         return "—"
     if w.url:
         return f"<a href='{html.escape(w.url)}'>W&amp;B {html.escape(w.wandb_id)}</a>"
-    return f"W&amp;B {'offline' if w.offline else 'local'} {html.escape(w.wandb_id)}"
+    kind = "offline" if w.offline else "local"
+    # W&B ids are derived from run ids: repeat the id only where it differs.
+    return f"W&amp;B {kind}" + ("" if w.wandb_id == run_id else f" {html.escape(w.wandb_id)}")
 
 
 def _runs_html(all_runs: pd.DataFrame, save_dir: str | Path, wandb: dict) -> str:

@@ -22,8 +22,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-IDENTITY_AXES = ("seed", "training.seed")
-
 
 @dataclass(frozen=True)
 class GridScope:
@@ -45,13 +43,14 @@ def grid_settings(path: str | Path, scale: str) -> tuple[str, dict[str, set[str]
     """The grid's name and, per dataset, the settings its cells have at ``scale``.
 
     Mirrors :func:`benchmark.grid.cells.expand` (same combinations, same role overrides) but
-    builds one config per distinct combination without the seed, and no run id.
+    builds one config per distinct combination of what a setting depends on (not the seed, not
+the variant keys an ablation sweeps), and no run id.
     """
-    from analysis.load import setting_of
+    from analysis.load import IDENTITY_KEYS, _is_variant_key, setting_of
     from benchmark.config.loader import flatten_dotted
     from benchmark.grid import cells as grid_cells
     from benchmark.grid.configs import ConfigBuilder
-    from benchmark.grid.spec import load_grid
+    from benchmark.grid.spec import SELECTOR_KEYS, load_grid
 
     spec = load_grid(path, scale)
     builder = ConfigBuilder(spec, ())
@@ -66,11 +65,16 @@ def grid_settings(path: str | Path, scale: str) -> tuple[str, dict[str, set[str]
             roles.append("teacher")
         for role in roles:
             values = combo if role == "student" else {k: combo[k] for k in spec.teacher_share if k in combo}
-            key = (role, tuple(sorted((k, repr(v)) for k, v in values.items() if k not in IDENTITY_AXES)))
+            overrides = builder.overrides(values, role)
+            # Cells that differ only in identity or variant keys share a setting: build one config.
+            dataset = str(values.get("dataset", builder.base_value("dataset")))
+            key = (role, tuple(sorted((k, repr(v)) for k, v in values.items() if k in SELECTOR_KEYS)),
+                   tuple(sorted((k, repr(v)) for k, v in overrides.items()
+                                if k not in IDENTITY_KEYS and not _is_variant_key(k, dataset))))
             if key in seen:
                 continue
             seen.add(key)
-            _args, config = builder.config(values, builder.overrides(values, role))
+            _args, config = builder.config(values, overrides)
             flat = flatten_dotted(OmegaConf.to_container(config, resolve=True))
             dataset = str(flat["dataset"])
             out[dataset].add(setting_of(flat, dataset))

@@ -88,3 +88,50 @@ def test_hpo_trial_runs_are_counted_per_study_not_listed_as_rows(tmp_path, store
     assert "3 runs in the store" in page and "2 trial run(s) of HPO study <code>kd_hm</code>" in page
     assert "τ=1.5" not in page and "τ=3" not in page  # no row per trial
     assert ">KD<" in page  # the ordinary run keeps its row
+
+
+def test_report_reads_well(analyzed_store):
+    """The issues found in a browser: an empty index column, a doubled heading, two number
+    conventions, one identical claim row per claim."""
+    store, out = analyzed_store
+    page = (out / "report" / "index.html").read_text()
+    overview = page.split("<section id='overview'>")[1].split("</section>")[0]
+    assert "<th></th>" not in overview and ">dataset<" not in overview
+    assert all(f"<th>{t}</th>" in overview for t in ("Hateful Memes", "MM-IMDB", "VQA2"))
+    assert len(re.findall(r"<h[1-6][^>]*>Assumptions", page)) == 1 and "Assumptions: every [rule]" in page
+    # The runs table shows headlines ×100, as the tables do.
+    run = next(p for p in sorted(store.runs.iterdir()) if p.name.startswith("hateful_memes-kd"))
+    summary = json.loads((run / "summary.json").read_text())
+    value = summary["metrics"]["test/hateful_memes/roc_auc"]
+    row = page.split(f"<code>{run.name}</code>")[1].split("</tr>")[0]
+    assert f"<td>{value * 100:.2f}</td>" in row and f"{value:.4f}" not in page
+    assert page.count("paper value not available") == 1  # one note, not a row per claim
+    from analysis.claims import load_claims
+
+    claims = load_claims()["claims"]
+    waiting = sum(1 for c in claims if c["paper_value"] is None)
+    assert f"{waiting} of {len(claims)} numeric claims have no paper value" in page
+    assert page.count("<details") == len({p.name.split("-")[0] for p in store.runs.iterdir()})
+
+
+def test_table2_intervals_are_the_table_cells(analyzed_store):
+    import pandas as pd
+
+    from analysis.figures import table2_intervals
+    from analysis.tables import Context
+
+    _store, out = analyzed_store
+    records = pd.read_csv(out / "tables" / "table2.csv")
+    fig = table2_intervals(Context(pd.DataFrame(), pd.DataFrame()), records)
+    ax = next(a for a in fig.axes if a.get_title() == "Hateful Memes AUROC")
+    cells = records[(records["dataset"] == "hateful_memes") & (records["metric"] == "roc_auc")].set_index("row")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "Teacher" and "MSD-learned" in labels
+    intervals = sorted(tuple(round(v, 6) for v in line.get_xdata()) for line in ax.get_lines())
+    expected = sorted((round(cells.loc[r, "ci95_low"] * 100, 6), round(cells.loc[r, "ci95_high"] * 100, 6))
+                      for r in labels)
+    assert intervals == expected
+    low, high = ax.get_xlim()
+    assert low > 0 and low > cells["ci95_low"].min() * 100 - 0.5 * (cells["ci95_high"].max() - cells["ci95_low"].min()) * 100
+    marked = {t.get_text() for t in ax.texts}
+    assert ("†" in marked) == bool(cells["significant_vs_kd"].fillna(False).astype(bool).any())

@@ -52,6 +52,13 @@ def test_report_renders_in_headless_chromium(analyzed_store, chromium, tmp_path)
             page.goto(page_path.resolve().as_uri(), wait_until="load")
             images = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
             tables = page.evaluate("document.querySelectorAll('table').length")
+            # Every run's table, opened: its last columns (headline, W&B) must be on screen at 1400 px.
+            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+            edges = page.evaluate("""[...document.querySelectorAll('.runs table')].map(t => {
+                const heads = [...t.querySelectorAll('th')].map(h => h.textContent);
+                const cells = [...t.querySelectorAll('th, td')].map(c => c.getBoundingClientRect().right);
+                return [heads, Math.max(...cells)]; })""")
+            page_width = page.evaluate("document.documentElement.scrollWidth")
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
@@ -59,3 +66,6 @@ def test_report_renders_in_headless_chromium(analyzed_store, chromium, tmp_path)
     assert len(images) == 5 and all(complete and width > 0 for _src, complete, width in images), images
     assert tables >= 5  # run counts, three tables (saliency has two parts), claims, runs
     assert shot.stat().st_size > 10_000
+    assert edges and page_width <= 1400, (page_width, edges)
+    for heads, right in edges:
+        assert heads[-2:] == ["test headline", "W&B"] and right <= 1400, (heads, right)

@@ -96,3 +96,13 @@ def test_grid_scope_separates_the_scales_of_table2():
         assert len(settings) == 2  # the teacher's and the students' (model size)
         assert not settings & smoke.settings[dataset]
     assert grid_scope(["experiments/calibration.yaml"], "smoke").settings == {}  # no smoke scale there
+
+
+def test_the_saliency_and_ablation_grids_make_no_setting_the_default_grids_lack():
+    """Why ``--grid`` defaults to table2 + easy_vqa only: the other grids that fill the tables
+    vary identity and variant keys only, so their runs are admitted too."""
+    default = grid_scope(["experiments/table2.yaml", "experiments/easy_vqa.yaml"], "default")
+    for grid in ("experiments/saliency.yaml", "experiments/ablations.yaml"):
+        other = grid_scope([grid], "default")
+        for dataset, settings in other.settings.items():
+            assert settings <= default.settings[dataset], (grid, dataset)
