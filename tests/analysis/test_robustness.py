@@ -125,3 +125,16 @@ def test_no_curves_gives_a_reason_not_a_figure(tmp_path):
     assert isinstance(figure, str) and other.eval_name in figure
     assert any("No run has robustness curves" in n for n in table.footnotes)
     assert table.records[table.records["part"] == "audc"]["missing"].all()
+
+
+def test_the_report_shows_the_robustness_table_and_figure(tmp_path):
+    from analysis.report import build_report
+
+    runs = _write_store(tmp_path / "runs")
+    build_outputs(Context(runs, runs, expected_seeds=2), tmp_path / "out", SPEC)
+    page = build_report(tmp_path / "out", runs.assign(completed=True, status="completed", row="x", variant_label="",
+                                                      hpo_study=None),
+                        runs, [], tmp_path / "runs").read_text()
+    assert "<h3 id='robustness'>Robustness: missing and noisy modalities" in page
+    assert "<figure id='robustness'><img src='../figures/robustness.png'" in page
+    assert "65.00 ± 7.07 (2)" in page  # the teacher's image-noise AUDC, from the table's Markdown
