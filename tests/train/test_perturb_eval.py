@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from benchmark.cli import app
 from benchmark.data.make import make_dataset
+from benchmark.errors import ConfigError
 from benchmark.grid.cells import expand
 from benchmark.grid.spec import load_grid
-from benchmark.errors import ConfigError
 from benchmark.train.perturb import load_spec
 from benchmark.train.trainer import run_experiment
 
