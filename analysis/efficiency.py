@@ -327,6 +327,8 @@ def build_efficiency_outputs(runs: pd.DataFrame, out: str | Path) -> dict[str, A
     entry: dict[str, Any]
     if isinstance(fig, str):
         entry = {"files": [], "reason": fig}
+        for ext in ("png", "pdf"):  # a figure of earlier runs must not stand in for this one
+            (figures / f"{FIGURE}.{ext}").unlink(missing_ok=True)
     else:
         for ext in ("png", "pdf"):
             write_output(figures / f"{FIGURE}.{ext}", _saver(fig, ext))

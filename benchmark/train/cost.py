@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -301,18 +302,28 @@ def measure_cost(model: nn.Module, dataset: Any, device: torch.device, settings:
 
     The CPU figures use one thread and a copy of the model on the CPU when it was trained
     elsewhere; a GPU run adds the same figures on its GPU. The model's mode and threads are
-    restored afterwards.
+    restored afterwards. A measurement that fails (a model the counter cannot trace, memory
+    running out at batch 64) must not cost a finished training: the figures measured so far
+    are kept with an ``error`` and a warning, and the run completes.
     """
     started = time.perf_counter()
+    out: dict[str, Any] = {"view": VIEW, "settings": asdict(settings)}
+    try:
+        _measure(model, dataset, device, settings, out)
+    except Exception as exc:  # noqa: BLE001 - see the docstring; interrupts still propagate
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"The cost measurement failed ({out['error']}); summary.json keeps what was measured.",
+                      RuntimeWarning, stacklevel=2)
+    out["measure_time_s"] = round(time.perf_counter() - started, 4)
+    return out
+
+
+def _measure(model: nn.Module, dataset: Any, device: torch.device, settings: CostSettings, out: dict[str, Any]) -> None:
     was_training = model.training
+    out["params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     batches = {size: sample_batch(dataset, size) for size in settings.batch_sizes}
     cpu = torch.device("cpu")
     cpu_model = model if device.type == "cpu" else copy.deepcopy(model).to(cpu)
-    out: dict[str, Any] = {
-        "view": VIEW,
-        "settings": asdict(settings),
-        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
     try:
         model.eval()
         cpu_model.eval()
@@ -325,8 +336,6 @@ def measure_cost(model: nn.Module, dataset: Any, device: torch.device, settings:
                 out[device.type] = device_figures(model, batches, device, settings)
     finally:
         model.train(was_training)
-    out["measure_time_s"] = round(time.perf_counter() - started, 4)
-    return out
 
 
 def flat_cost(cost: Mapping[str, Any] | None) -> dict[str, float]:

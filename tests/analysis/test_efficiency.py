@@ -143,8 +143,11 @@ def test_outputs_are_written_and_the_manifest_keeps_other_figures(grid_frame, tm
 def test_no_completed_run_writes_tables_of_missing_cells_and_says_why_no_figure(grid_frame, tmp_path):
     empty = grid_frame.assign(completed=False)[["cell", "run_id", "dataset", "family", "size", "method", "weighting",
                                                  "row", "seed", "teacher_run", "completed"]]
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "efficiency_pareto.png").write_bytes(b"an earlier figure")
     result = build_efficiency_outputs(empty, tmp_path)
     assert result["figure"]["reason"] == "no completed run of the efficiency grid"
+    assert not (tmp_path / "figures" / "efficiency_pareto.png").exists()
     assert "—‡" in (tmp_path / "tables" / "efficiency.md").read_text()
 
 

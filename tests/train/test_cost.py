@@ -69,6 +69,7 @@ def _tiny_late_fusion(data_dir):
                            "model_config.late_fusion.presets.student.image_encoder.num_layers=0",
                            "model_config.late_fusion.presets.student.fusion.hidden_size=16",
                            "model_config.late_fusion.presets.student.text_encoder.hidden_size=8",
+                           "model_config.late_fusion.presets.student.text_encoder.embedding_size=4",
                            "model_config.late_fusion.presets.student.image_encoder.hidden_size=12",
                            "model_config.late_fusion.head.hidden_size=6"])
     dataset = build_dataset(config, "test")
@@ -76,13 +77,16 @@ def _tiny_late_fusion(data_dir):
 
 
 def test_a_small_late_fusion_model_costs_its_hand_count(hm_data):
-    """Bag-of-embeddings text (lookups and means: 0), regions projected (features and boxes),
-    concat MLP fusion, MLP head; the only other ops are element-wise (not counted)."""
+    """Bag-of-embeddings text (lookups and means: 0; the factorised table's 4 -> 8 projection per
+    token), regions projected (features and boxes), concat MLP fusion, MLP head; the only other
+    ops are element-wise (not counted)."""
     model, dataset = _tiny_late_fusion(hm_data)
     batch = sample_batch(dataset, 1)
     regions, features = batch["image_feature_0"].shape[1:] if "image_feature_0" in batch else _region_shape(batch)
     text_h, image_h, fusion_h, head_h, labels = 8, 12, 16, 6, dataset.info.num_labels
-    hand = (2 * regions * features * image_h + 2 * regions * 4 * image_h  # RegionTokens.proj and .box
+    tokens = batch["input_ids"].shape[1]
+    hand = (2 * tokens * 4 * text_h                                        # TokenEmbedding.proj
+            + 2 * regions * features * image_h + 2 * regions * 4 * image_h  # RegionTokens.proj and .box
             + 2 * (text_h + image_h) * fusion_h                            # ConcatMLP
             + 2 * fusion_h * head_h + 2 * head_h * labels)                 # MLPHead
     with torch.no_grad():
@@ -201,6 +205,19 @@ def test_measure_cost_has_every_figure_and_restores_threads_and_mode(hm_data):
     assert cost["cpu"]["peak_memory_bytes"]["4"] > cost["cpu"]["peak_memory_bytes"]["1"] > weights
     flat = flat_cost(cost)
     assert {"cost/flops_per_sample", "cost/cpu/latency_ms_per_sample_bs4", "cost/cpu/peak_memory_mb_bs1"} <= set(flat)
+
+
+def test_a_failing_measurement_keeps_what_it_measured_and_does_not_raise(hm_data):
+    model, dataset = _tiny_late_fusion(hm_data)
+
+    def broken(batch, views):
+        raise RuntimeError("cannot trace this")
+
+    model.forward_views = broken
+    with pytest.warns(RuntimeWarning, match="cost measurement failed"):
+        cost = measure_cost(model, dataset, torch.device("cpu"), CostSettings(repeats=1, warmup=0))
+    assert cost["error"] == "RuntimeError: cannot trace this" and cost["params"] > 0 and "flops_per_sample" not in cost
+    assert flat_cost(cost)["cost/params"] == cost["params"]
 
 
 def test_a_run_writes_its_cost_and_can_switch_it_off(hm_data, tmp_path):
