@@ -108,7 +108,7 @@ def build_robustness(ctx: Any, spec: Any) -> Table:
     curves = curves_frame(ctx, spec)
     names = list(spec.perturbations)
     header = ["Model", *(t for _, t in VIEW_COLUMNS),
-              *(f"AUDC {PERTURBATION_TITLES.get(n, n)} {_range(spec.levels(n))}" for n in names)]
+              *(f"AUDC {n.replace('_', ' ')} {_range(spec.levels(n))}" for n in names)]  # plain text: LaTeX-safe
     blocks, records, all_cells = [], [], []
     for dataset in ctx.datasets(table_spec.ALL_DATASETS):
         metric = table_spec.headline_metric(dataset)
