@@ -164,7 +164,7 @@ def test_the_smoke_grid_gives_every_cell_its_cost_and_the_outputs(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     csv = pd.read_csv(tmp_path / "results" / "tables" / "efficiency.csv")
-    assert len(csv) == 14 and (csv["n"] == 1).all()  # 2 teachers + 2 families x 2 sizes x 3 methods
+    assert len(csv) == 14 and (csv["n"] == 1).all(), done.stderr[-2000:]  # 2 teachers + 2 families x 2 sizes x 3 methods
     assert (csv["flops"] > 0).all() and (csv["lat1_ms"] > 0).all() and (csv["mem64_mb"] > 0).all()
     teacher = csv[csv["method"] == "teacher"].set_index("family")["flops"]
     tiny = csv[csv["size"] == "tiny"].groupby("family")["flops"].max()

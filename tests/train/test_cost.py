@@ -232,3 +232,19 @@ def test_a_run_writes_its_cost_and_can_switch_it_off(hm_data, tmp_path):
     off = run_experiment(build_config([*args, "evaluation.cost.enabled=false", f"env.save_dir={tmp_path / 'off'}"]),
                          progress=False)
     assert off.run_id == result.run_id and "cost" not in off.summary
+
+
+def test_the_wandb_summary_gets_the_cost_figures():
+    from types import SimpleNamespace
+
+    from benchmark.tracking.wandb_logger import WandbLogger
+
+    finished = []
+    fake_run = SimpleNamespace(summary={}, finish=lambda exit_code: finished.append(exit_code))
+    logger = WandbLogger(artifacts=False)
+    logger.run = fake_run
+    cost = {"params": 10, "flops_per_sample": 40, "cpu": {"latency": {"1": {"per_sample_ms": 0.5, "per_sample_iqr_ms": 0.1}},
+                                                        "peak_memory_bytes": {"1": 2**21}}}
+    logger.on_finish({"status": "failed", "run_id": "r", "cost": cost})  # failed: no media, only the summary
+    assert fake_run.summary["cost/flops_per_sample"] == 40 and fake_run.summary["cost/cpu/peak_memory_mb_bs1"] == 2.0
+    assert fake_run.summary["cost/cpu/latency_ms_per_sample_bs1"] == 0.5 and finished == [1]
