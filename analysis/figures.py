@@ -155,7 +155,7 @@ def learned_weights(ctx: Context) -> plt.Figure | str:
     labels = [spec.row_label("msd", s) for s in schemes]
     data["method"] = data["scheme"].map(lambda s: spec.row_label("msd", s))
     # Fixed schemes draw flat lines that coincide (uniform: every weight 1): each scheme has its
-    # own dash pattern (analysis.palette) and the learned one is drawn on top and thickest.
+    # own dash pattern (analysis.palette); see the drawing order below.
     fig, grid = plt.subplots(2, len(datasets), figsize=(3.6 * len(datasets), 5.6), squeeze=False, sharex="col")
     for col, dataset in enumerate(datasets):
         for row, modality in enumerate(("image", "text")):
@@ -166,9 +166,12 @@ def learned_weights(ctx: Context) -> plt.Figure | str:
                 if line.empty:
                     continue
                 stats = line.groupby("step")["weight"].agg(["mean", "std"]).reset_index()
-                width = 2.4 if label == "MSD-learned" else 1.5
-                ax.plot(stats["step"], stats["mean"], color=color(label), lw=width, dashes=dashes(label),
-                        marker="o" if len(stats) < 3 else None, ms=4, zorder=3 if label == "MSD-learned" else 2)
+                # The learned scheme is a thick, light line underneath; the reference schemes are
+                # thin dashed lines on top, so a line that coincides with another stays visible.
+                learned = label == "MSD-learned"
+                ax.plot(stats["step"], stats["mean"], color=color(label), lw=3.2 if learned else 1.4,
+                        alpha=0.6 if learned else 1.0, dashes=dashes(label), marker="o" if len(stats) < 3 else None,
+                        ms=4, zorder=2 if learned else 3)
                 if stats["std"].notna().any():
                     ax.fill_between(stats["step"], stats["mean"] - stats["std"].fillna(0),
                                     stats["mean"] + stats["std"].fillna(0), color=color(label), alpha=0.15, lw=0)
@@ -238,7 +241,9 @@ def table2_intervals(ctx: Context, table2: pd.DataFrame | None = None) -> plt.Fi
         for y, label in enumerate(present):
             cell = part[part["row"] == label].iloc[0]
             values = [float(v) * 100 for v in str(cell["values"]).split()]
-            ax.scatter(values, [y] * len(values), s=14, color=color(label), alpha=0.45, lw=0, zorder=2)
+            # Seeds as hollow dots just under the interval, so the line does not hide them.
+            ax.scatter(values, [y + 0.24] * len(values), s=16, facecolors="none", edgecolors=color(label), lw=0.9,
+                       zorder=2)
             mean = float(cell["mean"]) * 100
             low, high = cell.get("ci95_low"), cell.get("ci95_high")
             if pd.notna(low) and pd.notna(high):
@@ -251,7 +256,7 @@ def table2_intervals(ctx: Context, table2: pd.DataFrame | None = None) -> plt.Fi
         ax.invert_yaxis()  # Table 2's row order, top to bottom
         ax.margins(x=0.12, y=0.08)
         ax.set(title=spec.metric_column(dataset, metric), xlabel="test ×100")
-    fig.suptitle("Table 2: seeds (small dots), mean (large dot) and 95 % t-interval over seeds. "
+    fig.suptitle("Table 2: seeds (hollow dots), mean (filled dot) and 95 % t-interval over seeds. "
                  "†: MSD > KD, paired bootstrap over test samples, p < 0.05", fontsize=9)
     fig.tight_layout()
     return fig

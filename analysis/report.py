@@ -35,7 +35,7 @@ FIGURE_CAPTIONS = {
     "saliency_histograms": "Teacher saliency s_image − s_text per dataset.",
     "learned_weights": "MSD auxiliary weights over training (metrics.jsonl).",
     "per_sample_gain": "Per-sample gain of the best MSD over KD against teacher saliency (test).",
-    "table2_intervals": "Table 2 per column: each seed (small dots), the mean (large dot) and its 95 % t-interval "
+    "table2_intervals": "Table 2 per column: each seed (hollow dots), the mean (filled dot) and its 95 % t-interval "
                         "over seeds, on an axis fitted to the data; † MSD better than KD (paired bootstrap over "
                         "test samples, 1,000 resamples, p < 0.05), as in the table.",
     "robustness": "Headline metric vs image-noise σ and text-dropout rate per model, ± sd over seeds (docs/robustness.md).",
