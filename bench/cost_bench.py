@@ -35,8 +35,10 @@ def models(data_dir: Path, families: list[str], sizes: list[str]) -> tuple[dict,
     built, dataset = {}, None
     for family in families:
         for size in sizes:
+            # the efficiency grid's added sizes carry their recipe in the grid file, not in defaults.yaml
+            recipe = [f"+recipes.lr.{size}=3e-3", f"+recipes.max_epochs.{size}=20"] if size in ("tiny", "small") else []
             config = build_config([f"model={family}", "dataset=hateful_memes", f"model_size={size}",
-                                   f"env.data_dir={data_dir}", "method=student_only", f"+recipes.lr.{size}=1e-3"])
+                                   f"env.data_dir={data_dir}", "method=student_only", *recipe])
             dataset = build_dataset(config, "test")
             built[f"{family}/{size}"] = build_model(config, dataset.info).eval()
     return built, dataset
