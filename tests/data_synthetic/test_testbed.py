@@ -65,6 +65,13 @@ def test_hateful_memes_image_label_is_the_binding(synth) -> None:
         assert shapes == colours
 
 
+def test_binding_options_are_checked(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="binding_parts"):
+        hateful_memes.generate(tmp_path, size=20, seed=0, binding_parts=1)
+    with pytest.raises(ConfigError, match="scene_variants"):
+        visual_entailment.generate(tmp_path, size=20, seed=0, scene_variants=0)
+
+
 def test_hateful_memes_without_binding_is_version_one(tmp_path) -> None:
     hateful_memes.generate(tmp_path, size=40, seed=0, image_binding=False)
     truth = read_jsonl(tmp_path / "datasets/hateful_memes/defaults/extras/msd_ground_truth.jsonl")
@@ -77,13 +84,14 @@ def test_visual_entailment_scene_label_is_the_bound_layout(synth) -> None:
     truth = read_jsonl(root / "datasets/visual_entailment/defaults/extras/msd_ground_truth.jsonl")
     rows = [r for r in truth if r["decides"] == "image"]
     assert rows
-    for row in rows:
+    for row in rows:  # "crowd_scene_layout_2+crowd_scene_light_2"
         pairs = [p.split("+") for p in row["concepts"]["image"]]
-        bound = [a[: -len("_layout")] for a, b in pairs if a[: -len("_layout")] == b[: -len("_light")]]
+        bound = [a.split("_layout_")[0] for a, b in pairs if a.replace("_layout_", "_light_") == b]
         assert len(pairs) == 3 and len(bound) == 1
         assert visual_entailment.SCENES[bound[0]] == row["clean_label"]
-        assert sorted(a for a, _ in pairs) == sorted(visual_entailment.LAYOUTS)
-        assert sorted(b for _, b in pairs) == sorted(visual_entailment.LIGHTS)
+        # one layout of each scene kind, and the lights of exactly those layouts
+        assert sorted(a.split("_layout_")[0] for a, _ in pairs) == sorted(visual_entailment.SCENES)
+        assert sorted(a.replace("_layout_", "_light_") for a, _ in pairs) == sorted(b for _, b in pairs)
 
 
 def _entropy(p: list[float]) -> float:

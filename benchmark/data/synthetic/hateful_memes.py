@@ -23,7 +23,8 @@ Mechanism (the label ``hateful`` of each meme is decided by):
   image (identical features under two ids) or the *same* caption, with opposite labels.
 * ``image`` (default 30 %): the image shows two symbols, each a shape drawn in a colour
   (one region = ``proto(shape) + proto(colour)``). A hateful symbol is shape ``k`` in colour
-  ``k`` (4 such pairs); a hateful meme shows shapes ``i, j`` in their own colours, a benign
+  ``k`` (``binding_parts`` = 8 such pairs; with 4 the student, whose per-region LayerNorm
+  is a weak non-linearity, learned most of them too, docs/calibration.md); a hateful meme shows shapes ``i, j`` in their own colours, a benign
   one shows the same shapes in each other's colours (``conjunctions`` in common.py). The
   parts are the same either way, so only a model that reads regions one at a time (the
   teacher's region transformer) can tell them apart; the mean over regions (the student)
@@ -69,6 +70,7 @@ from benchmark.data.synthetic.common import (
 )
 from benchmark.data.synthetic.regions import Scene
 from benchmark.data.synthetic.writers import ZOO_VERSIONS, clear_built, write_jsonl, write_lines
+from benchmark.errors import ConfigError
 from benchmark.registry import registry
 
 NAME = "hateful_memes"
@@ -98,8 +100,9 @@ class _World:
         self.neutral = [f"everyday_scene_{k}" for k in range(N_NEUTRAL)]
         self.ambiguous = [f"ambiguous_image_{k}" for k in range(N_PAIR)]
         # Parts of the bound symbols: hateful iff shape k is drawn in colour k.
-        self.shapes = [f"symbol_shape_{k}" for k in range(N_DECISIVE)]
-        self.colours = [f"symbol_colour_{k}" for k in range(N_DECISIVE)]
+        parts = int(opts["binding_parts"])
+        self.shapes = [f"symbol_shape_{k}" for k in range(parts)]
+        self.colours = [f"symbol_colour_{k}" for k in range(parts)]
         names = self.hateful + self.benign + self.neutral + self.ambiguous + self.shapes + self.colours
         self.space = concept_space(rng, names, opts)
         # Hidden binary attribute a of the ambiguous images, 1 for exactly half of them, so
@@ -132,7 +135,7 @@ def _image_decided(world: _World, rng: np.random.Generator, positive_rate: float
     if not binding:
         concept = _pick(rng, world.hateful if label else world.benign)
         return _Meme(world.scene(rng, concept), caption, label, "image", {"image": [concept], "text": []})
-    i, j = (int(k) for k in rng.choice(N_DECISIVE, 2, replace=False))
+    i, j = (int(k) for k in rng.choice(len(world.shapes), 2, replace=False))
     pairs = conjunctions([world.shapes[i], world.shapes[j]], [world.colours[i], world.colours[j]], [0, 1] if label else [])
     regions = world.space.regions(rng)  # the same for both symbols: the parts' mean cannot tell the pairings apart
     scene = world.space.render(rng, [(pair, regions) for pair in pairs])
@@ -204,11 +207,12 @@ class HatefulMemesGenerator(SyntheticGenerator):
     version = "2.0.0"
     roots = ("hateful_memes/defaults",)
     defaults: dict[str, Any] = {
-        "mixture": {"both": 0.2, "image": 0.4, "text": 0.4},
+        "mixture": {"both": 0.4, "image": 0.3, "text": 0.3},
         "positive_rate": 0.4,
         "label_noise": 0.05,
         "attribute_strength": 1.0,
         "image_binding": True,
+        "binding_parts": 8,
         "eval_ratio": SYNTHETIC_EVAL_RATIO,
         **IMAGE_DEFAULTS,
     }
@@ -222,6 +226,8 @@ class HatefulMemesGenerator(SyntheticGenerator):
         opts["mixture"] = resolve_mixture(cls.defaults["mixture"], opts["mixture"], "mixture")
         opts["positive_rate"] = check_fraction(opts["positive_rate"], "positive_rate")
         opts["label_noise"] = check_fraction(opts["label_noise"], "label_noise")
+        if int(opts["binding_parts"]) < 2:
+            raise ConfigError(f"binding_parts must be >= 2 (two symbols per image), got {opts['binding_parts']!r}")
         T.verify_vocabulary()
         root = data_dir / "datasets" / cls.roots[0]
         clear_built(root)

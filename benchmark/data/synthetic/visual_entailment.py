@@ -28,10 +28,12 @@ per seed; concepts of a group share a feature direction of strength ``group_stre
   entailment, whatever the image shows.
 * ``image`` (default 30 %): scene-level images with generic hypotheses about people drawn
   independently of the label. A scene is three layouts each lit in one of three lights (one
-  region = ``proto(layout) + proto(light)``); the layout shown in *its own* light decides
-  (empty street: contradiction; crowd: entailment; unclear photo: neutral) and the other
-  two layouts swap lights (``conjunctions`` in common.py). Every scene shows the same six
-  parts, so the mean over regions (the student) says nothing about the label; a model that
+  region = ``proto(layout) + proto(light)``), one of ``scene_variants`` (3) layouts per
+  scene kind; the layout shown in *its own* light decides (empty street: contradiction;
+  crowd: entailment; unclear photo: neutral) and the other two swap lights (``conjunctions``
+  in common.py). The parts shown do not depend on the label, so the mean over regions (the
+  student) says nothing about it (with one variant, as first tried, there were only three
+  distinct scenes and a student memorised them in one seed of three); a model that
   reads regions one at a time (the teacher's region transformer) can. With
   ``image_binding: false`` a scene is one concept per label instead (version 1).
 
@@ -79,9 +81,15 @@ SPLITS = ("train", "dev", "test")
 LABELS = ("entailment", "neutral", "contradiction")
 GROUPS = ("person", "animal", "object", "place")
 SCENES = {"empty_scene": "contradiction", "crowd_scene": "entailment", "unclear_scene": "neutral"}
-# Bound scenes: layout k in light k decides SCENES' k-th label.
-LAYOUTS = tuple(f"{name}_layout" for name in SCENES)
-LIGHTS = tuple(f"{name}_light" for name in SCENES)
+
+
+def layout(name: str, variant: int) -> str:
+    """Bound scenes: a layout of scene ``name`` lit in *its own* light decides SCENES[name]."""
+    return f"{name}_layout_{variant}"
+
+
+def light(name: str, variant: int) -> str:
+    return f"{name}_light_{variant}"
 
 
 def _pick(rng: np.random.Generator, pool: tuple[str, ...] | list[str]) -> str:
@@ -107,7 +115,9 @@ class _World:
         size = int(opts["concepts_per_group"])
         # A seed-chosen subset of each group's words (all six when concepts_per_group = 6).
         self.pools = {g: tuple(sorted(rng.choice(T.POOLS[f"ve_{g}"], size, replace=False))) for g in GROUPS}
-        concepts = [_concept(g, w) for g in GROUPS for w in self.pools[g]] + list(SCENES) + list(LAYOUTS) + list(LIGHTS)
+        variants = range(int(opts["scene_variants"]))
+        bound = [f(n, v) for n in SCENES for v in variants for f in (layout, light)]
+        concepts = [_concept(g, w) for g in GROUPS for w in self.pools[g]] + list(SCENES) + bound
         self.space = concept_space(rng, concepts, opts)
         # Concepts of one group (animals, places, ...) look alike: a shared feature direction.
         if opts["group_strength"] > 0:
@@ -148,9 +158,12 @@ def _ordinary_image(
     return {"scene": scene, "caption": _caption(shown), "hyps": hyps, "image_concepts": image_concepts}
 
 
-def _scene_image(world: _World, rng: np.random.Generator, name: str, n: int, binding: bool) -> dict:
-    if binding:
-        pairs = conjunctions(LAYOUTS, LIGHTS, [list(SCENES).index(name)])
+def _scene_image(world: _World, rng: np.random.Generator, name: str, n: int, binding: bool, variants: int) -> dict:
+    if binding:  # one variant of each scene's layout and light; only the label's pair is bound
+        chosen = {s: int(rng.integers(variants)) for s in SCENES}
+        layouts = [layout(s, v) for s, v in chosen.items()]
+        lights = [light(s, v) for s, v in chosen.items()]
+        pairs = conjunctions(layouts, lights, [list(SCENES).index(name)])
         regions = world.space.regions(rng)  # the same for every pair: the parts' mean is label-free
         scene = world.space.render(rng, [(pair, regions) for pair in pairs])
         image_concepts = [f"{a}+{b}" for a, b in pairs]
@@ -173,7 +186,9 @@ def _images(world: _World, rng: np.random.Generator, n: int, opts: dict[str, Any
     uniform = {name: 1.0 for name in SCENES}
     names = allocate(rng, math.ceil(n_image / per), uniform)
     binding = bool(opts["image_binding"])
-    images = [_scene_image(world, rng, names[k // per], min(per, n_image - k), binding) for k in range(0, n_image, per)]
+    variants = int(opts["scene_variants"])
+    images = [_scene_image(world, rng, names[k // per], min(per, n_image - k), binding, variants)
+              for k in range(0, n_image, per)]
     artifact_labels = iter(allocate(rng, kinds.count("text"), {label: 1.0 for label in LABELS}))
     rest = [k for k in kinds if k != "image"]
     images += [_ordinary_image(world, rng, rest[k : k + per], artifact_labels, opts) for k in range(0, len(rest), per)]
@@ -188,8 +203,9 @@ class VisualEntailmentGenerator(SyntheticGenerator):
     version = "2.0.0"
     roots = ("visual_entailment/defaults", "flickr30k/defaults")
     defaults: dict[str, Any] = {
-        "mixture": {"both": 0.2, "text": 0.4, "image": 0.4},
+        "mixture": {"both": 0.4, "text": 0.3, "image": 0.3},
         "image_binding": True,
+        "scene_variants": 3,
         "eval_ratio": SYNTHETIC_EVAL_RATIO,
         "hypotheses_per_image": 3,
         "visible_groups": 2,
@@ -209,6 +225,8 @@ class VisualEntailmentGenerator(SyntheticGenerator):
         opts["label_noise"] = check_fraction(opts["label_noise"], "label_noise")
         if int(opts["hypotheses_per_image"]) < 1 or not 1 <= int(opts["visible_groups"]) < len(GROUPS):
             raise ConfigError("hypotheses_per_image must be >= 1 and visible_groups in 1..3")
+        if int(opts["scene_variants"]) < 1:
+            raise ConfigError("scene_variants must be >= 1")
         if not 2 <= int(opts["concepts_per_group"]) <= min(len(T.POOLS[f"ve_{g}"]) for g in GROUPS):
             raise ConfigError("concepts_per_group must be in 2..6")
         opts["hypotheses_per_image"], opts["visible_groups"] = int(opts["hypotheses_per_image"]), int(opts["visible_groups"])
