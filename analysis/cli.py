@@ -220,15 +220,54 @@ def check_claims_cmd(out: Path = OUT, claims: Path | None = CLAIMS,
 @analyze_app.command("all")
 def all_cmd(save_dir: Path | None = SAVE_DIR, out: Path = OUT, cache_dir: Path | None = CACHE_DIR,
             grid: list[Path] = GRID, scale: str = SCALE, scope: str = SCOPE, seeds: int | None = SEEDS, resamples: int = RESAMPLES,
-            boot_seed: int = BOOT_SEED, claims: Path | None = CLAIMS, wandb_dir: Path | None = WANDB_DIR) -> None:
-    """Tables, figures and the report in one go (the claims are shown in the report, not enforced)."""
+            boot_seed: int = BOOT_SEED, claims: Path | None = CLAIMS, wandb_dir: Path | None = WANDB_DIR,
+            force: bool = typer.Option(False, "--force", help="Rebuild even when no input changed since the last build.")) -> None:
+    """Tables, figures and the report in one go (the claims are shown in the report, not enforced).
+
+    Skipped when nothing it reads or wrote changed since its last build (:func:`_all_stamp`):
+    a second ``make reproduce-table2`` with nothing new to analyse takes a second."""
     started = time.time()
+    options = [save_dir, out, cache_dir, grid, scale, scope, seeds, resamples, boot_seed, claims, wandb_dir]
+    stamp_file = out / "grids" / ".finished" / "analyze-all.json"
+    if not force and stamp_file.exists() and stamp_file.read_text() == _all_stamp(options, out, cache_dir, wandb_dir):
+        console.print(f"msd analyze all: nothing changed since the last build of {out} (--force rebuilds)",
+                      highlight=False)
+        return
     store, ctx = _context(save_dir, cache_dir, grid, scale, seeds, resamples, boot_seed, scope)
     tables = _tables(ctx, out)
     _figures(ctx, out, tables["table2"].records)
     _robustness(ctx, out)
     _report(ctx, store, out, claims, wandb_dir)
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(_all_stamp(options, out, cache_dir, wandb_dir))
     console.print(f"msd analyze all: {time.time() - started:.1f} s")
+
+
+def _all_stamp(options: list, out: Path, cache_dir: Path | None, wandb_dir: Path | None) -> str:
+    """What ``analyze all`` read and wrote, as ``stat``s and source digests (no byte read).
+
+    Inputs: the options, the ``MSD_*``/``WANDB_*`` environment, the sources of ``analysis`` and
+    ``benchmark`` and the docs the report embeds, and every file under the results folder (the
+    run store, its index, HPO studies), the teacher caches, the data and the W&B runs. Outputs:
+    ``tables/``, ``figures/``, ``report/`` (an edited or deleted output is rebuilt)."""
+    import json
+    import os
+
+    from benchmark.grid.finished import source_digest, tree_digest
+
+    repo = Path(__file__).resolve().parents[1]
+    store = Path(str(options[0] or _env_default("save_dir")))
+    outputs = [out / name for name in ("tables", "figures", "report")]
+    inputs = [store.parent, store, Path(str(cache_dir or _env_default("cache_dir"))),
+              Path(_env_default("data_dir")).expanduser(),
+              Path(str(wandb_dir or os.environ.get("WANDB_DIR") or "results")) / "wandb", repo / "docs",
+              *[Path(g) for g in options[3] or ()]]
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("MSD_", "WANDB_")))
+    return json.dumps({"options": [str(o) for o in options], "env": env,
+                       "sources": [source_digest(repo / "analysis", (".py", ".yaml", ".html", ".css", ".js")),
+                                   source_digest()],
+                       "inputs": tree_digest(inputs, exclude=[*outputs, out / "grids"]),
+                       "outputs": tree_digest(outputs)})
 
 
 # `msd analyze efficiency` lives in its own module and registers itself on analyze_app.

@@ -5,6 +5,10 @@ lazily (see :mod:`benchmark.registry`), so ``import benchmark`` never pulls in t
 or MMF.
 """
 
+from benchmark.numerics import pin_cpu_numerics as _pin_cpu_numerics
+
+_pin_cpu_numerics()  # before anything loads torch: the same kernels on every x86 machine (benchmark/numerics.py)
+
 __version__ = "0.1.0"
 
 VIEWS: tuple[str, ...] = ("multi", "image", "text")

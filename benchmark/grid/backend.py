@@ -56,6 +56,11 @@ class Launcher(abc.ABC):
         self.options = options
         self.started: dict[str, float] = {}
 
+    @classmethod  # noqa: B027 - an optional hook
+    def warm_up(cls, **options: Any) -> None:
+        """Called with the launcher's options once the runner knows there is work, before it
+        validates the cells and makes the data: start what takes long to start."""
+
     @abc.abstractmethod
     def slots(self) -> int:
         """How many tasks may run at once."""

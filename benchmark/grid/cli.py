@@ -58,7 +58,7 @@ def run(
     workers: int | None = typer.Option(None, "--workers", "-w", min=1,
                                        help="Parallel cells (local: default cores // threads; slurm: max jobs at once)."),
     threads: int | None = typer.Option(None, "--threads", min=1,
-                                       help="Torch threads per cell (local default: cores // workers, at least 1)."),
+                                       help="Torch threads per cell (local default: 1, whatever the cores: the thread count changes the numbers, docs/reproducibility.md)."),
     launcher: str = typer.Option("local", "--launcher", "-l", help="local | slurm"),
     cluster: str = typer.Option("slurm", "--cluster", help="slurm launcher only: submitit cluster (slurm, or local to test)."),
     partition: str | None = typer.Option(None, "--partition", help="slurm launcher only: override the YAML's partition."),
@@ -68,6 +68,13 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tasks in order and exit."),
 ) -> None:
     """Run a grid: data -> teachers -> teacher caches -> students; complete cells are skipped."""
+    if not dry_run:  # nothing to do? answered from the last complete run's stamp, before torch loads
+        from benchmark.grid import finished
+
+        record = finished.check_stamp(finished.stamp_key(file, scale, only, list(ctx.args)), list(ctx.args))
+        if record is not None:
+            console.print(finished.report_line(record), highlight=False)
+            raise typer.Exit(0)
     from benchmark.grid.runner import print_report, run_grid
 
     if dry_run:

@@ -27,8 +27,9 @@ class LocalLauncher(Launcher):
     """N worker processes on this machine, one process per task.
 
     Threads: each worker gets ``threads`` torch threads (``training.threads``, OMP/MKL env),
-    and ``workers × threads`` is kept within the cores, so parallel cells do not fight
-    over the CPU and run slower than serial ones.
+    1 unless ``--threads`` says otherwise (never derived from the cores: results must not
+    depend on the machine); workers default to ``cores // threads``, so parallel cells do
+    not fight over the CPU and run slower than serial ones.
 
     Start methods: ``forkserver`` (default on Linux) forks each task from a server that has
     already imported torch & co. (:mod:`benchmark.grid.preload`), saving seconds per cell;
@@ -42,18 +43,49 @@ class LocalLauncher(Launcher):
     def __init__(self, state_dir: Path, *, workers: int | None = None, threads: int | None = None,
                  start: str | None = None, **options: Any) -> None:
         super().__init__(state_dir, workers=workers, threads=threads, **options)
-        cores = cpu_count()
-        if threads is None:
-            threads = max(1, cores // workers) if workers else 1
-        self.threads = int(threads)
-        self.workers = int(workers) if workers else max(1, cores // self.threads)
+        self.workers, self.threads = self._resolve(workers, threads)
         if start is None:
-            start = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "exec"
+            start = self._default_start()
         if start not in self.START_METHODS:
             raise GridError(f"Unknown start method {start!r}; use one of {', '.join(self.START_METHODS)}.")
         self.start = start
         self.procs: dict[str, _Proc] = {}
         self._context: Any = None
+
+    @classmethod
+    def warm_up(cls, *, workers: int | None = None, threads: int | None = None, start: str | None = None,
+                **options: Any) -> None:
+        """Start the fork server now, so that its preload (torch, wandb, pandas: 10-20 s of a loaded
+        2-core machine) overlaps the runner's own validation and data checks instead of
+        delaying the first task. The server is the process-wide one multiprocessing keeps, so
+        the launcher built later finds it running."""
+        threads = cls._resolve(workers, threads)[1]
+        if (start or cls._default_start()) != "forkserver":
+            return
+        from multiprocessing import forkserver
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["benchmark.grid.preload"])
+        with _temporary_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)):
+            forkserver.ensure_running()
+
+    @staticmethod
+    def _default_start() -> str:
+        return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "exec"
+
+    @staticmethod
+    def _resolve(workers: int | None, threads: int | None) -> tuple[int, int]:
+        """(workers, threads): threads default to 1 whatever the workers and cores, workers to
+        ``cores // threads``.
+
+        Why not ``cores // workers`` threads (as before): the thread count changes a run's
+        float reductions (1 vs 2 threads: a loss differs in its last bit at step 20 and the
+        runs drift apart, docs/reproducibility.md), so a run's numbers would depend on the
+        machine's cores and on ``--workers``. One thread is also the fastest setting for
+        these small models on a loaded machine. ``--threads N`` opts out, recorded in
+        ``training.threads`` of the run's config."""
+        threads = int(threads) if threads else 1
+        return (int(workers) if workers else max(1, cpu_count() // threads)), threads
 
     def describe(self) -> str:
         return f"local ({self.start}): {self.workers} worker(s) × {self.threads} thread(s)"

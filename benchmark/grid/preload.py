@@ -21,8 +21,12 @@ import contextlib
 import importlib
 
 MODULES = (
+    # wandb.init imports its launch package on every run (Run._detect_and_apply_job_inputs):
+    # pydantic models whose docstring extraction walks sys.modules. Forked cells would each
+    # pay it (4-7 s a cell on a loaded 2-core machine, most of a smoke cell's wall time);
+    # imported here once, before torch, while sys.modules is still short (bench/reproduce_profile.py).
+    "wandb", "wandb.sdk.launch.inputs.internal",
     "numpy", "pandas", "pyarrow.parquet", "torch", "torch._dynamo", "torch._inductor",
-    "wandb",
     "benchmark.train.trainer", "benchmark.distill.cache", "benchmark.distill.teacher",
     "benchmark.data.make", "benchmark.tracking.wandb_logger", "benchmark.grid.worker",
     "benchmark.cli",

@@ -237,11 +237,30 @@ def run_grid(
 
     launcher_cls = registry.get_launcher(launcher)  # a typo fails before any expansion work
     plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
+    if not all(RunDir(Path(str(c.config.env.save_dir)) / c.run_id).is_complete() for c in plan.cells):
+        launcher_cls.warm_up(workers=workers, threads=threads, **launcher_options)
     validate_cells(plan, here=launcher == "local")  # every cell, before any data is made or any cell trains
     if make_data_first(plan.tasks.values()):  # run ids hold the data's content: expand over the made data
         plan = build_plan(expand(load_grid(path, scale), list(extra_args)), only)
     backend = launcher_cls(plan.state_dir, workers=workers, threads=threads, **launcher_options)
-    return GridRunner(plan, backend, console=console, live=live, retries=retries).run()
+    report = GridRunner(plan, backend, console=console, live=live, retries=retries).run()
+    if report.exit_code == 0:  # the next `msd grid run` of these inputs answers from the stamp
+        stamp_finished(plan, path, scale, only, extra_args)
+    return report
+
+
+def stamp_finished(plan: Plan, path: str | Path, scale: str, only: str | None, extra_args: Any) -> None:
+    """Write the stamp of :mod:`benchmark.grid.finished` for a plan whose every cell is complete."""
+    from benchmark.data.fingerprint import read_paths
+    from benchmark.grid import finished
+    from benchmark.tracking.run_store import REQUIRED_FILES
+
+    runs = {str(RunDir(Path(str(c.config.env.save_dir)) / c.run_id).path.resolve()): list(REQUIRED_FILES)
+            for c in plan.cells}
+    data = {str(p) for c in plan.cells for p in read_paths(c.config).values()}
+    args = list(extra_args)
+    finished.write_stamp(finished.stamp_key(path, scale, only, args), args, group=plan.grid.spec.group,
+                         runs=runs, data_paths=data)
 
 
 def validate_cells(plan: Plan, *, here: bool = True) -> None:

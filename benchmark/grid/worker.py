@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import sys
@@ -27,6 +28,7 @@ from benchmark.tracking.failure import sigterm_interrupts
 from benchmark.tracking.liveness import pid_alive
 
 PARENT_PID_ENV = "MSD_GRID_PARENT_PID"
+PROFILE_ENV = "MSD_GRID_PROFILE_DIR"  # set: each task runs under cProfile and leaves TASK.prof there
 
 
 def run_data(task: dict[str, Any]) -> dict[str, Any]:
@@ -143,8 +145,25 @@ def execute_task(task: dict[str, Any]) -> dict[str, Any]:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(threads))
     started = time.time()
-    result = HANDLERS[task["kind"]](task)
-    return {**result, "task": task["id"], "seconds": round(time.time() - started, 3)}
+    profile_dir = os.environ.get(PROFILE_ENV)
+    if profile_dir:  # bench/reproduce_profile.py: where a cell's time goes, one .prof per task
+        import cProfile
+
+        profiler = cProfile.Profile()
+        try:
+            result = profiler.runcall(HANDLERS[task["kind"]], task)
+        finally:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(str(Path(profile_dir) / f"{_safe(task['id'])}.prof"))
+    else:
+        result = HANDLERS[task["kind"]](task)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU of this task (a forked child's own)
+    return {**result, "task": task["id"], "seconds": round(time.time() - started, 3),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:150]
 
 
 def _config(task: dict[str, Any]) -> DictConfig:

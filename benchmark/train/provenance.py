@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import benchmark
+from benchmark.numerics import numerics_in_effect
 
 
 @lru_cache(maxsize=1)
@@ -34,4 +35,5 @@ def environment() -> dict[str, str]:
         "benchmark": benchmark.__version__,
         "machine": platform.machine(),
         "cuda": torch.version.cuda or "cpu",
+        **numerics_in_effect(),  # kernels and threads: what decides the last bits (docs/reproducibility.md)
     }
