@@ -102,7 +102,7 @@ def test_points_average_seeds_and_keep_missing_cells(grid_frame):
 
 
 def test_efficiency_table_shows_every_figure_and_marks_a_cell_without_runs(grid_frame):
-    frame = grid_frame[~((grid_frame["method"] == "msd"))]
+    frame = grid_frame[~(grid_frame["method"] == "msd")]
     frame = pd.concat([frame, grid_frame[grid_frame["run_id"] == "msd-1"]])  # only the missing MSD run
     md = to_markdown(build_efficiency(points(frame)))
     kd = next(line for line in md.splitlines() if "| KD |" in line)

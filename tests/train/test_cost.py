@@ -20,8 +20,8 @@ from benchmark.tracking.run_id import compute_run_id
 from benchmark.train.cost import (
     CostSettings,
     LiveTensorBytes,
-    count_flops,
     cost_settings,
+    count_flops,
     flat_cost,
     latency_record,
     measure_cost,
