@@ -248,3 +248,15 @@ def test_the_wandb_summary_gets_the_cost_figures():
     logger.on_finish({"status": "failed", "run_id": "r", "cost": cost})  # failed: no media, only the summary
     assert fake_run.summary["cost/flops_per_sample"] == 40 and fake_run.summary["cost/cpu/peak_memory_mb_bs1"] == 2.0
     assert fake_run.summary["cost/cpu/latency_ms_per_sample_bs1"] == 0.5 and finished == [1]
+
+
+def test_the_cuda_memory_path_is_the_allocator_peak_beyond_what_existed(monkeypatch):
+    """No GPU here: the allocator is stood in for, to check what the GPU path computes."""
+    from benchmark.train.cost import peak_forward_bytes
+
+    state = {"allocated": 1000, "peak": 1000}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=state["allocated"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    assert peak_forward_bytes(lambda: state.update(peak=1600), torch.device("cuda")) == 600
