@@ -243,10 +243,24 @@ def run_config(run: RunDir, overrides: Sequence[str]) -> tuple[DictConfig, DictC
         if not saved.get(key):
             raise ConfigError(f"{run.file('config.yaml')} names no {key}; it is not a run config.")
     merged = OmegaConf.merge(load_config([f"model={saved.model}", f"dataset={saved.dataset}"]), saved)
+    _keep_saved_presets(merged, saved)
     stored = resolve(merged)
     config = resolve(_apply_overrides(merged, overrides))
     _move_data_dir(config, old=str(stored.env.data_dir), new=str(config.env.data_dir))
     return stored, config
+
+
+def _keep_saved_presets(merged: DictConfig, saved: DictConfig) -> None:
+    """Put back the run's own size presets, replacing today's instead of merging into them.
+
+    A preset is laid over the model's shared keys when the model is built, so a key that
+    today's preset gained (a new ``fusion.type``, say) would silently rebuild the stored run
+    as another architecture and its checkpoint would no longer load. Shared keys still merge:
+    a key added there since holds its default, which keeps the old behaviour.
+    """
+    for name, model_config in (saved.get("model_config") or {}).items():
+        if isinstance(model_config, DictConfig) and "presets" in model_config:
+            merged.model_config[name].presets = OmegaConf.create(OmegaConf.to_container(model_config.presets))
 
 
 def _apply_overrides(config: DictConfig, overrides: Sequence[str]) -> DictConfig:

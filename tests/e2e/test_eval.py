@@ -185,3 +185,26 @@ def test_cli_prints_a_user_error_without_traceback(store, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "No run 'no-such-run'" in err and "Traceback" not in err
+
+
+def test_a_run_is_rescored_with_its_own_presets_when_todays_changed(store, monkeypatch):
+    """Today's size presets may gain keys (a new fusion type for the teacher); a stored run
+    keeps the architecture it was trained with, so its checkpoint still loads and scores the same."""
+    import benchmark.train.rescore as rescore_module
+
+    real_load_config = rescore_module.load_config
+
+    def todays_config(args):
+        config = real_load_config(args)
+        config.model_config.late_fusion.presets.teacher.fusion.type = "bilinear"
+        config.model_config.late_fusion.presets.teacher.extra_key_of_today = 1
+        return config
+
+    monkeypatch.setattr(rescore_module, "load_config", todays_config)
+    saved = store.teacher.read_config()
+    stored, config = rescore_module.run_config(store.teacher, [])
+    assert stored.model_config.late_fusion.presets == saved.model_config.late_fusion.presets
+    assert config.model_config.late_fusion.presets == saved.model_config.late_fusion.presets
+    result = CliRunner().invoke(app, ["eval", store.teacher.run_id, "--save-dir", str(store.save_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary_comparison"]["max_abs_diff"] == 0.0
