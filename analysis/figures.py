@@ -120,6 +120,7 @@ def saliency_histograms(ctx: Context) -> plt.Figure | str:
         diff = np.concatenate([s.difference("divergence") for s in sals])
         sns.histplot(diff, bins=40, ax=ax, color=color("Teacher"), alpha=0.6)  # the teacher's saliency
         ax.axvline(0, color="black", lw=0.8, ls="--")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # long tick labels (-0.025) must not touch
         ax.set(title=f"{spec.DATASET_TITLES.get(dataset, dataset)} ({sals[0].split}, {len(sals)} teacher(s))",
                xlabel="s_image − s_text", ylabel="samples")
     fig.suptitle("Teacher modality saliency (divergence definition): > 0 means the image matters more")

@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.spec import row_label
+from analysis.spec import DATASET_TITLES, row_label
 from benchmark.config.loader import flatten_dotted
 from benchmark.tracking.run_id import VOLATILE_KEYS
 
@@ -281,8 +281,8 @@ def select_setting(runs: pd.DataFrame, scope: Any = None) -> tuple[pd.DataFrame,
             picked = group[group["setting"].isin(scope.settings[dataset])]
             ignored = len(group) - len(picked)
             if ignored:
-                notes.append(f"{dataset}: {ignored} completed run(s) not made by grid {scope.label()} "
-                             "(another scale, grid or model) were ignored.")
+                notes.append(f"{DATASET_TITLES.get(dataset, dataset)}: {ignored} completed run(s) not made by grid {scope.label()} "
+                             "(another scale or grid, or made by an older config) were ignored.")
             if not picked.empty:
                 chosen.append(picked)
             continue
@@ -297,10 +297,10 @@ def select_setting(runs: pd.DataFrame, scope: Any = None) -> tuple[pd.DataFrame,
             picked = pd.concat([picked, teachers])
         ignored = len(group) - len(picked)
         if scope is not None:
-            notes.append(f"{dataset}: no grid of {scope.label()} makes this dataset; its runs of the setting with "
+            notes.append(f"{DATASET_TITLES.get(dataset, dataset)}: no grid of {scope.label()} makes this dataset; its runs of the setting with "
                          "the most student runs are used.")
         if ignored:
-            notes.append(f"{dataset}: {ignored} completed run(s) of another configuration (e.g. another grid "
+            notes.append(f"{DATASET_TITLES.get(dataset, dataset)}: {ignored} completed run(s) of another configuration (e.g. another grid "
                          f"scale or model) were ignored; the {len(picked)} runs of setting {setting} are used.")
         chosen.append(picked)
     if not chosen:
