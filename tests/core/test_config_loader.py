@@ -123,9 +123,12 @@ def test_explicit_lr_beats_the_recipe(tmp_path: Path):
 
 
 def test_recipe_without_an_entry_for_the_size_is_named():
-    with pytest.raises(ConfigError, match=r"recipes.lr has no entry for model size 'tiny'.*\+recipes.lr.tiny"):
+    with pytest.raises(ConfigError, match=r"recipes.max_epochs has no entry for model size 'tiny'.*\+recipes.max_epochs.tiny"):
         build_config(["method=kd", "model_size=tiny"])
-    assert build_config(["method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1"]).optimizer.params.lr == 0.1
+    with pytest.raises(ConfigError, match=r"recipes.lr has no entry for model size 'tiny'.*\+recipes.lr.tiny"):
+        build_config(["method=kd", "model_size=tiny", "+recipes.max_epochs.tiny=3"])
+    config = build_config(["method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1", "+recipes.max_epochs.tiny=3"])
+    assert config.optimizer.params.lr == 0.1 and config.training.max_epochs == 3
 
 
 def test_flatten_dotted_keeps_or_drops_empty_mappings():
