@@ -130,7 +130,11 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("/tmp/msd-reproduce-profile"))
     parser.add_argument("--profile", action="store_true", help="cProfile every task (phases inside tasks).")
     parser.add_argument("--keep", action="store_true", help="Reuse --results instead of starting empty.")
+    parser.add_argument("--repo", type=Path, default=None, help="Checkout to run (e.g. a worktree of an older "
+                        "commit, with PYTHONPATH pointing at it): the 'before' of a comparison.")
     args = parser.parse_args()
+    global REPO
+    REPO = (args.repo or REPO).absolute()
     results = args.results.absolute()
     if results.exists() and not args.keep:
         shutil.rmtree(results)
