@@ -75,8 +75,8 @@ def bench_family(root: Path, family: str, rounds: int, block: int) -> dict:
     teacher = run_experiment(_config(root, family, "method=teacher", "training.max_updates=10"), progress=False)
     trainers = {
         "kd": _trainer(_config(root, family, "method=kd", f"teacher={teacher.run_id}")),
-        "msd": _trainer(_config(root, family, "method=msd", "weighting=instance", f"teacher={teacher.run_id}")),
-        "msd_live": _trainer(_config(root, family, "method=msd", "weighting=instance", f"teacher={teacher.run_id}",
+        "msd": _trainer(_config(root, family, "method=msd", "distill.weighting=instance", f"teacher={teacher.run_id}")),
+        "msd_live": _trainer(_config(root, family, "method=msd", "distill.weighting=instance", f"teacher={teacher.run_id}",
                                      "distill.teacher_source=live")),
     }
     loader = build_dataloader(trainers["kd"].train_set, batch_size=64, shuffle=True, seed=0)

@@ -97,7 +97,7 @@ def main() -> None:
         roles = {
             "teacher": (teacher_size, ["method=teacher"]),
             "kd": (student_size, ["method=kd", f"teacher={teacher.run_id}"]),
-            "msd": (student_size, ["method=msd", "weighting=instance", f"teacher={teacher.run_id}"]),
+            "msd": (student_size, ["method=msd", "distill.weighting=instance", f"teacher={teacher.run_id}"]),
         }
         trainers = {
             f"{role}/{precision}": _trainer(_config(root, args.model, size, batch_size, *extra, *PRECISIONS[precision]))

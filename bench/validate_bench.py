@@ -42,7 +42,7 @@ def _store(root: Path) -> list[str]:
     run.write_summary({"status": "completed", "dataset": str(teacher.dataset), "method": "teacher",
                        "model_description": {"name": built.name, "size": built.size}})
     run.file("checkpoint.pt").write_bytes(b"")
-    return [*env, "method=msd", "weighting=instance", "teacher=teacher0"]
+    return [*env, "method=msd", "distill.weighting=instance", "teacher=teacher0"]
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,133 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.errors import ConfigError
+
+# Keys that moved to their MMF-style home (old spelling -> key). The old spelling still works
+# everywhere a key is written (command line, YAML files, grid axes, HPO spaces) and warns once
+# per place; run ids hash the key at its old place (benchmark/tracking/run_id.py), so moving a
+# key never renames a run.
+MOVED_KEYS: dict[str, str] = {"weighting": "distill.weighting"}
+
+
+class MovedKeyWarning(FutureWarning):
+    """A config key was written under its old name (shown by default, unlike DeprecationWarning)."""
+
+
+def warn_moved(old: str, where: str) -> None:
+    new = MOVED_KEYS[old]
+    warnings.warn(f"{where}: config key {old!r} is deprecated; write {new!r} instead (same values, "
+                  f"same run ids).", MovedKeyWarning, stacklevel=3)
+
+
+def canonical_key(key: str, where: str = "command line") -> str:
+    """``weighting`` -> ``distill.weighting`` (with a warning); any other key unchanged."""
+    plus = "+" if key.startswith("+") else ""
+    bare = key.lstrip("+")
+    if bare not in MOVED_KEYS:
+        return key
+    warn_moved(bare, where)
+    return plus + MOVED_KEYS[bare]
+
+
+def canonical_arg(arg: str, where: str = "command line") -> str:
+    """``weighting=instance`` -> ``distill.weighting=instance``; other arguments unchanged."""
+    key, sep, raw = arg.partition("=")
+    return f"{canonical_key(key.strip(), where)}{sep}{raw}" if sep else arg
+
+
+def move_keys(tree: Any, where: str, parent: str = "") -> Any:
+    """A plain tree (a grid or search file) with every mapping key ``weighting`` renamed
+    ``distill.weighting``, at any depth except directly under ``distill`` (already its home).
+
+    A mapping that then holds both spellings with different values is an error that names
+    both; the same value twice is accepted. One warning per file.
+    """
+    found: list[str] = []
+
+    def walk(node: Any, parent_key: str, path: str) -> Any:
+        if isinstance(node, list):
+            return [walk(v, "", f"{path}[{i}]") for i, v in enumerate(node)]
+        if not isinstance(node, Mapping):
+            return node
+        out: dict[Any, Any] = {}
+        moved: list[tuple[str, str, Any]] = []
+        for key, value in node.items():
+            value = walk(value, str(key), f"{path}.{key}" if path else str(key))
+            new = MOVED_KEYS.get(str(key)) if parent_key != "distill" else None
+            if new is None:
+                out[key] = value
+            else:
+                moved.append((str(key), new, value))
+        for key, new, value in moved:
+            found.append(f"{path}.{key}" if path else key)
+            present = _lookup(out, new)
+            if present is not _ABSENT and present != value:
+                _conflict(where, path, new_key=new, new=present, old_key=key, old=value)
+            if present is _ABSENT:
+                out[new] = value
+        return out
+
+    moved = walk(tree, parent, "")
+    if found:
+        old = sorted({f.rpartition(".")[2] for f in found})
+        for name in old:
+            warnings.warn(f"{where}: config key {name!r} is deprecated (at {', '.join(found)}); write "
+                          f"{MOVED_KEYS[name]!r} instead (same values, same run ids).", MovedKeyWarning, stacklevel=2)
+    return moved
+
+
+def _lookup(mapping: Mapping, dotted: str) -> Any:
+    """``mapping[dotted]``, written dotted or nested; ``_ABSENT`` when it is neither."""
+    if dotted in mapping:
+        return mapping[dotted]
+    node: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+def _conflict(where: str, path: str, *, new_key: str, new: Any, old_key: str, old: Any) -> None:
+    at = f" under {path}" if path else ""
+    raise ConfigError(f"{where}: both {new_key}={new!r} and its deprecated spelling {old_key}={old!r} are "
+                      f"set{at}; keep only {new_key}.")
+
+
+def _move_yaml_keys(node: DictConfig, path: Path) -> None:
+    """A YAML run config written with an old top-level key: the value moves to its new home."""
+    for old, new in MOVED_KEYS.items():
+        if old not in node:
+            continue
+        value = node.pop(old)
+        present = OmegaConf.select(node, new, default=_ABSENT)
+        if present is not _ABSENT and present != value:
+            _conflict(f"Config file {path}", "", new_key=new, new=present, old_key=old, old=value)
+        OmegaConf.update(node, new, value, merge=True, force_add=True)
+        warn_moved(old, f"Config file {path}")
+
+
+_ABSENT = object()
+
+
+def weighting_of(config: Any) -> str:
+    """The MSD weighting scheme of a config (``distill.weighting``), or of a plain tree stored
+    before the key moved (top-level ``weighting``); ``none`` when neither is set."""
+    value = (config.get("distill") or {}).get("weighting")
+    if value is None:
+        value = config.get("weighting")
+    return "none" if value is None else str(value)
+
+
+def upgrade_stored_config(node: DictConfig) -> DictConfig:
+    """A run's stored config.yaml from before a key moved, in today's layout (no warning: the
+    user wrote nothing; the run id is unchanged, see ``HASHED_AT_OLD_PLACE`` in run_id.py)."""
+    for old, new in MOVED_KEYS.items():
+        if old in node:
+            value = node.pop(old)
+            if OmegaConf.select(node, new, default=_ABSENT) is _ABSENT:
+                OmegaConf.update(node, new, value, merge=True, force_add=True)
+    return node
 
 CONFIG_ROOT = Path(__file__).resolve().parent
 DEFAULTS_FILE = CONFIG_ROOT / "defaults.yaml"
@@ -88,6 +216,7 @@ def load_yaml(path: str | Path, _stack: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"Cannot parse config file {path}: {exc}") from exc
     if not isinstance(node, DictConfig):
         raise ConfigError(f"Config file {path} must hold a mapping at top level.")
+    _move_yaml_keys(node, path)
     includes = node.pop("includes", None) or []
     if isinstance(includes, str):
         includes = [includes]
@@ -123,6 +252,7 @@ def _available(kind: str) -> list[str]:
 def load_config(args: Sequence[str] = (), extra_overrides: Iterable[str] = ()) -> DictConfig:
     """Build the fully merged (not yet resolved) run config from an MMF command line."""
     parsed = parse_args([*args, *extra_overrides])
+    parsed.overrides = _moved_overrides(parsed.overrides)
     config = load_yaml(DEFAULTS_FILE)
     user_file = load_yaml(parsed.config) if parsed.config else OmegaConf.create()
 
@@ -152,6 +282,22 @@ def load_config(args: Sequence[str] = (), extra_overrides: Iterable[str] = ()) -
             raise ConfigError(_unknown_key_message(key, known))
         OmegaConf.update(config, key, value, merge=True, force_add=True)
     return config
+
+
+def _moved_overrides(overrides: list[tuple[str, Any, bool]]) -> list[tuple[str, Any, bool]]:
+    """Old key names on the command line -> their new home; both with different values is an error."""
+    given = {key.lstrip("+"): value for key, value, _ in overrides}
+    out = []
+    for key, value, is_new in overrides:
+        bare = key.lstrip("+")
+        if bare in MOVED_KEYS:
+            new = MOVED_KEYS[bare]
+            if new in given and given[new] != value:
+                _conflict("Command line", "", new_key=new, new=given[new], old_key=bare, old=value)
+            warn_moved(bare, "Command line")
+            key = new
+        out.append((key, value, is_new))
+    return out
 
 
 def _is_inside_known_leaf_container(config: DictConfig, key: str) -> bool:

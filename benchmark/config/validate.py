@@ -162,7 +162,7 @@ def _distributed_modes() -> tuple[str, ...]:
 
 
 # Every typed key of defaults.yaml (tests/core/test_validate.py checks that each leaf of the
-# sections in RULED_SECTIONS is here or in FREE_KEYS). Registry-backed names (method, weighting,
+# sections in RULED_SECTIONS is here or in FREE_KEYS). Registry-backed names (method, distill.weighting,
 # optimizer.type, ...) are in REGISTRY_CHOICES below; keys with a check of their own are in
 # CHECKED_BY_NAME.
 VALUE_RULES: tuple[Rule, ...] = (
@@ -223,7 +223,7 @@ REGISTRY_CHOICES: dict[str, str] = {
     "dataset": "dataset",
     "model": "model",
     "method": "method",
-    "weighting": "weighting",
+    "distill.weighting": "weighting",
     "distill.saliency": "saliency",
     "optimizer.type": "optimizer",
     "scheduler.type": "scheduler",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from benchmark.config.loader import weighting_of
 from benchmark.data.base import MMFDataset
 from benchmark.errors import ConfigError, DataError
 from benchmark.registry import registry
@@ -55,7 +56,7 @@ def train_excludes_meta(config: Any) -> bool:
     mode = str(_meta_config(config).get("hold_out", "all"))
     if mode not in HOLD_OUT_MODES:
         raise ConfigError(f"data.meta_split.hold_out is {mode!r}; use one of {HOLD_OUT_MODES}.")
-    return mode == "all" or str(config.get("weighting", "none")) == "learned"
+    return mode == "all" or weighting_of(config) == "learned"
 
 
 def _meta_config(config: Any) -> Any:

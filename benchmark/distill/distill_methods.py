@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from benchmark import MODALITIES, VIEWS
+from benchmark.config.loader import weighting_of
 from benchmark.data.base import MMFDataset
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.data.info import DatasetInfo
@@ -56,8 +57,8 @@ class DistillMethod(Method):
 
     @classmethod
     def weighting_name(cls, config: DictConfig) -> str:
-        """The weighting scheme this method trains with (``kd``: none, whatever ``weighting`` says)."""
-        return str(config.weighting)
+        """The weighting scheme this method trains with (``kd``: none, whatever ``distill.weighting`` says)."""
+        return weighting_of(config)
 
     def prepare(self, context: MethodContext) -> None:
         self.device = context.device
@@ -147,7 +148,7 @@ class MSD(DistillMethod):
 
     @classmethod
     def distributed_refusal(cls, config: DictConfig) -> str | None:
-        if registry.get_weighting(str(config.weighting)).learned:
+        if registry.get_weighting(weighting_of(config)).learned:
             return (
                 "weighting=learned cannot train under DDP: its meta step differentiates through a virtual "
                 "update of the student's parameters outside DDP's forward pass, so the second-order "

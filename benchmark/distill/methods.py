@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from benchmark.config.loader import weighting_of
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.losses import label_loss_for_task
 from benchmark.registry import registry
@@ -62,7 +63,7 @@ class Method(abc.ABC):
 
     def summary(self) -> dict[str, Any]:
         """What the run summary records about the method."""
-        return {"method": self.config.method, "weighting": self.config.get("weighting")}
+        return {"method": self.config.method, "weighting": weighting_of(self.config)}
 
 
 class LabelOnly(Method):

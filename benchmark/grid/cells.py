@@ -195,7 +195,7 @@ def cell_name(spec: GridSpec, values: dict[str, Any], base: dict[str, Any]) -> s
     get = lambda k: values.get(k, base.get(k))  # noqa: E731
     method = str(get("method"))
     family = values.get(FAMILY_AXIS) if method == TEACHER else None
-    label = f"msd-{get('weighting')}" if method == "msd" else method
+    label = f"msd-{get('distill.weighting')}" if method == "msd" else method
     declared = [a.key for a in spec.axes] + list(spec.sub_axes())
     extras = [k for k in dict.fromkeys([*declared, *values])
               if k not in CORE_AXES and k in values and not (family is not None and k == FAMILY_AXIS)]

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config.loader import flatten_keys, load_config, parse_value, resolve, resolve_tree
+from benchmark.config.loader import canonical_arg, flatten_keys, load_config, parse_value, resolve, resolve_tree
 from benchmark.errors import ConfigError
 from benchmark.grid.spec import (
     AXIS_ALIASES,
@@ -29,7 +29,7 @@ from benchmark.grid.spec import (
     TeacherFamily,
 )
 
-CORE_AXES = ("dataset", "model", "method", "weighting", "seed")
+CORE_AXES = ("dataset", "model", "method", "distill.weighting", "seed")
 TEACHER = "teacher"
 
 
@@ -55,11 +55,11 @@ class ConfigBuilder:
 
     def __init__(self, spec: GridSpec, extra: tuple[str, ...]) -> None:
         self.spec = spec
-        self.extra = extra
+        self.extra = tuple(canonical_arg(a, "grid command line") for a in extra)
         self._groups: dict[tuple, tuple[dict[str, Any], set[str]]] = {}
         self._base_cfg = self._group(self._selectors({}))[0]
         if spec.data.size is not None:
-            self.extra = (*extra, f"env.data_dir={self._sized_data_dir()}")
+            self.extra = (*self.extra, f"env.data_dir={self._sized_data_dir()}")
 
     def _sized_data_dir(self) -> str:
         """Data of a non-default size lives in its own folder under ``env.data_dir``.
@@ -121,7 +121,7 @@ class ConfigBuilder:
             method_axis = axes.get("method")
             if method_axis is not None:
                 out.update(method_axis.overrides.get(TEACHER, {}))
-            out.update({"method": TEACHER, "weighting": "none", "teacher": None})
+            out.update({"method": TEACHER, "distill.weighting": "none", "teacher": None})
             out.update(self.spec.teacher_overrides)
             family = self.family(values)
             if family is not None:

@@ -93,7 +93,7 @@ def method_kind(config: DictConfig) -> str:
     if not getattr(cls, "needs_teacher", False):
         return "label"
     kind = method
-    if method == "msd" and getattr(registry.get_weighting(str(config.weighting)), "learned", False):
+    if method == "msd" and getattr(registry.get_weighting(str(config.distill.weighting)), "learned", False):
         kind += "-learned"
     if str(config.distill.get("teacher_source", "cache")) == "live":
         kind += "-live"

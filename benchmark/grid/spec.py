@@ -16,7 +16,7 @@ Format (``docs/grid.md`` has the full reference)::
       dataset: [hateful_memes, mmimdb]
       method:
         values: [teacher, student_only, kd, msd]
-        expand: {msd: {weighting: [uniform, instance]}}   # sub-axis of one value
+        expand: {msd: {distill.weighting: [uniform, instance]}}   # sub-axis of one value
         overrides: {teacher: {training.max_epochs: 10}}   # per-value overrides
         resources: {teacher: {timeout_min: 240}}          # per-value Slurm resources
       seed: [0, 1, 2]               # alias of training.seed
@@ -42,7 +42,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from benchmark.config.fields import check_fields
-from benchmark.config.loader import flatten_dotted, flatten_keys, load_config, load_yaml
+from benchmark.config.loader import flatten_dotted, flatten_keys, load_config, load_yaml, move_keys
 from benchmark.errors import ConfigError, UserError
 
 AXIS_ALIASES = {"seed": "training.seed"}
@@ -52,7 +52,7 @@ FAMILY_AXIS = "teacher"
 DEFAULT_FAMILY_LABEL = "from"
 SELECTOR_KEYS = ("config", "model", "dataset")
 # Axes whose value only means something for some methods: a kd cell has no weighting.
-DEFAULT_ONLY_FOR = {"weighting": {"method": ["msd"]}}
+DEFAULT_ONLY_FOR = {"distill.weighting": {"method": ["msd"]}}
 DEFAULT_TEACHER_SHARE = ("dataset", "model", "seed")
 DEFAULT_SCALE = "default"
 _TOP_LEVEL = ("name", "description", "base", "axes", "include", "exclude", "teachers", "resources",
@@ -157,7 +157,7 @@ class GridSpec:
         return next((a for a in self.axes if a.key == key), None)
 
     def sub_axes(self) -> dict[str, Axis]:
-        """Axes reachable only through ``expand`` (e.g. ``weighting`` under ``method: msd``)."""
+        """Axes reachable only through ``expand`` (e.g. ``distill.weighting`` under ``method: msd``)."""
         found: dict[str, Axis] = {}
         for axis in self.axes:
             for subs in axis.expand.values():
@@ -189,6 +189,7 @@ def load_grid(path: str | Path, scale: str = DEFAULT_SCALE) -> GridSpec:
         raise GridError(f"Grid file {path}: {exc}") from exc
     assert isinstance(raw, dict)
     where = f"Grid file {path}"
+    raw = move_keys(raw, where)  # `weighting` (the old top-level key) -> distill.weighting, with a warning
     _check_fields(raw, _TOP_LEVEL, where)
     scales = raw.get("scales") or {}
     if not isinstance(scales, dict):

@@ -73,7 +73,9 @@ def best_config(study: optuna.Study, storage: str) -> BestConfig:
         study=study.study_name, storage=storage, trial=trial.number, values=list(trial.values),
         objectives=[list(o) for o in objectives], run_id=trial.user_attrs.get("run_id"), args=args,
         params=dict(trial.params),
-        identity={k: attrs.get(k) for k in ("dataset", "model", "method", "weighting", "seed")}, pareto_size=size,
+        identity={**{k: attrs.get(k) for k in ("dataset", "model", "method", "seed")},
+                  # a study made before the key moved stored `weighting`
+                  "weighting": attrs.get("distill.weighting", attrs.get("weighting"))}, pareto_size=size,
     )
 
 
@@ -96,7 +98,7 @@ def tuned_grid(bests: list[BestConfig], seeds: list[int], name: str = "table2_tu
         seen[cell_key] = best.study
         entry: dict[str, Any] = {"dataset": ident["dataset"], "model": ident["model"], "method": ident["method"]}
         if ident.get("method") == "msd":
-            entry["weighting"] = ident["weighting"]
+            entry["distill.weighting"] = ident["weighting"]
         entry.update({k: _rounded(v) for k, v in best.params.items() if k not in entry})
         include.append(entry)
     used = sorted({k for e in include for k in e if k in LABELS})

@@ -34,7 +34,7 @@ def method_label(fixed: dict[str, Any]) -> str:
     """``KD``, ``MSD-instance``: the row names of the paper's tables."""
     method = str(fixed.get("method"))
     if method == "msd":
-        return f"MSD-{fixed.get('weighting')}"
+        return f"MSD-{fixed.get('distill.weighting', fixed.get('weighting'))}"  # studies made before the move
     return {"kd": "KD", "student_only": "Student", "teacher": "Teacher"}.get(method, method)
 
 

@@ -9,7 +9,7 @@ whose base can never use a key is refused before any training.
 
 Define-by-run (Optuna's model): parameters are suggested in dependency order, a parameter
 is suggested only when its condition holds for the values fixed by the base config or
-sampled earlier in the same trial (``weighting`` may itself be searched).
+sampled earlier in the same trial (``distill.weighting`` may itself be searched).
 """
 
 from __future__ import annotations
@@ -103,13 +103,13 @@ KNOWN: dict[str, Param] = {
         Param("distill.alpha", "float", 0.1, 0.9, when={"method": DISTILLING}),
         Param("distill.temperature", "float", 1.0, 8.0, log=True, when={"method": DISTILLING}),
         Param("distill.weighting_params.temperature", "float", 0.25, 4.0, log=True,
-              when={"method": ("msd",), "weighting": ("instance",)}),
+              when={"method": ("msd",), "distill.weighting": ("instance",)}),
         Param("distill.weighting_params.meta_lr", "float", 1e-3, 1e-1, log=True,
-              when={"method": ("msd",), "weighting": ("learned",)}),
+              when={"method": ("msd",), "distill.weighting": ("learned",)}),
         Param("distill.weighting_params.parameterisation", "categorical", choices=("mlp", "global"),
-              when={"method": ("msd",), "weighting": ("learned",)}),
+              when={"method": ("msd",), "distill.weighting": ("learned",)}),
         Param("distill.weighting_params.inner_lr", "float", 1e-3, 1e-1, log=True,
-              when={"method": ("msd",), "weighting": ("learned",)}),
+              when={"method": ("msd",), "distill.weighting": ("learned",)}),
     )
 }
 # What ``space: default`` searches: the issue's method-conditional space (inner_lr is
@@ -145,7 +145,7 @@ class SearchSpace:
     params: list[Param]
 
     def sample(self, trial: optuna.Trial, fixed: Mapping[str, Any]) -> dict[str, Any]:
-        """Suggest every applicable parameter; ``fixed`` holds the base's method/weighting."""
+        """Suggest every applicable parameter; ``fixed`` holds the base's method/distill.weighting."""
         values = dict(fixed)
         out: dict[str, Any] = {}
         for param in self.params:
@@ -166,7 +166,7 @@ class SearchSpace:
 def parse_space(raw: Any, fixed: Mapping[str, Any], where: str) -> SearchSpace:
     """A search file's ``space:`` (``default`` or a mapping) checked against the base.
 
-    ``fixed`` has the base config's values of the condition keys (method, weighting).
+    ``fixed`` has the base config's values of the condition keys (method, distill.weighting).
     """
     if raw is None or raw == "default":
         params = [KNOWN[k] for k in DEFAULT_KEYS if _can_apply(KNOWN[k], fixed, {})]
@@ -249,6 +249,6 @@ def _can_apply(param: Param, fixed: Mapping[str, Any], searched: Mapping[str, Pa
 
 
 def _ordered(params: list[Param]) -> list[Param]:
-    """Keys that others depend on (``method``, ``weighting``) first; otherwise file order."""
+    """Keys that others depend on (``method``, ``distill.weighting``) first; otherwise file order."""
     depended = {k for p in params for k in p.when}
     return sorted(params, key=lambda p: 0 if p.key in depended else 1)

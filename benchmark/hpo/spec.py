@@ -12,7 +12,7 @@ Format (``docs/hpo.md`` has the reference)::
       dataset: hateful_memes
       model: late_fusion
       method: msd
-      weighting: instance
+      distill.weighting: instance
     teacher: auto                        # auto | <run id or dir> | {overrides: {...}}
     data: {size: null, seed: 0}          # `msd data make` arguments if the data is missing
     space:                               # `default` or key -> range (see space.py)
@@ -37,7 +37,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config.fields import check_fields
-from benchmark.config.loader import dataset_node, flatten_dotted, load_config, load_yaml, parse_value
+from benchmark.config.loader import (
+    canonical_key,
+    dataset_node,
+    flatten_dotted,
+    load_config,
+    load_yaml,
+    move_keys,
+    parse_value,
+    weighting_of,
+)
 from benchmark.errors import ConfigError, UserError
 from benchmark.hpo.samplers import PRUNERS, SAMPLERS, Choice, parse_choice, supports_multi_objective
 from benchmark.hpo.space import SearchSpace, parse_space
@@ -110,7 +119,7 @@ class SearchSpec:
     scale: str | None
     description: str
     base_args: list[str]
-    fixed: dict[str, Any]  # dataset, model, method, weighting, seed of the base config
+    fixed: dict[str, Any]  # dataset, model, method, distill.weighting, seed of the base config
     teacher: TeacherSpec
     data: DataSpec
     space: SearchSpace
@@ -141,12 +150,13 @@ def load_search(path: str | Path, scale: str | None = None) -> SearchSpec:
     except ConfigError as exc:
         raise SearchFileError(f"{where}: {exc}") from exc
     assert isinstance(raw, dict)
+    raw = move_keys(raw, where)  # `weighting` (the old top-level key) -> distill.weighting, with a warning
     _check_fields(raw, _TOP, where)
     raw = _apply_scale(raw, scale, where)
     base_args = _base_args(raw.get("base") or {}, path, where)
     probe = _probe(base_args, where)
     fixed = {"dataset": str(probe.dataset), "model": str(probe.model), "method": str(probe.method),
-             "weighting": str(probe.weighting), "seed": int(probe.training.seed)}
+             "distill.weighting": weighting_of(probe), "seed": int(probe.training.seed)}
     try:
         space = parse_space(raw.get("space"), fixed, where)
     except ConfigError as exc:
@@ -227,7 +237,7 @@ def _base_mapping(base: Any, where: str = "Search file") -> dict[str, Any]:
         if "=" not in str(arg):
             raise SearchFileError(f"{where}: base entry {arg!r} is not of the form key=value.")
         key, _, value = str(arg).partition("=")
-        out[key.strip()] = parse_value(value)
+        out[canonical_key(key.strip(), where)] = parse_value(value)
     return out
 
 

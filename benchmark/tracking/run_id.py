@@ -51,9 +51,19 @@ NEUTRAL_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
 }
 
 
+# Keys that moved after runs existed (benchmark.config.loader.MOVED_KEYS): hashed at their old
+# place, so a config written either way, and every run trained before the move, keeps its id.
+HASHED_AT_OLD_PLACE: dict[str, str] = {"distill.weighting": "weighting"}
+
+
 def hashable_config(config: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(config, resolve=True)
     assert isinstance(container, dict)
+    for new, old in HASHED_AT_OLD_PLACE.items():
+        parent, _, leaf = new.rpartition(".")
+        node = _get_dotted(container, parent)
+        if isinstance(node, dict) and leaf in node:
+            container[old] = node.pop(leaf)
     neutral = [key for key, is_neutral in NEUTRAL_WHEN.items() if is_neutral(container)]
     for dotted in (*VOLATILE_KEYS, *neutral):
         _pop_dotted(container, dotted)

@@ -77,7 +77,10 @@ class RunDir:
             return None
 
     def read_config(self) -> DictConfig:
-        return OmegaConf.load(self.file("config.yaml"))  # type: ignore[return-value]
+        """The stored config; one written before a key moved (``weighting``) reads in today's layout."""
+        from benchmark.config.loader import upgrade_stored_config
+
+        return upgrade_stored_config(OmegaConf.load(self.file("config.yaml")))  # type: ignore[arg-type]
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.file("metrics.jsonl")

@@ -464,7 +464,7 @@ def wandb_callbacks(
         job_type = "teacher" if method == "teacher" else "student"
     tags = [str(config.get("dataset")), method]
     if method == "msd":
-        tags.append(f"weighting:{config.get('weighting')}")
+        tags.append(f"weighting:{OmegaConf.select(config, 'distill.weighting', default=None)}")
     return (
         WandbLogger(
             name=name, group=group or settings.group or _default_group(config), job_type=job_type,

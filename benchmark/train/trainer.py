@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from omegaconf import DictConfig
 
-from benchmark.config.loader import dataset_node
+from benchmark.config.loader import dataset_node, weighting_of
 from benchmark.config.rules import rule_values
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.data.fingerprint import data_fingerprint, refuse_changed_data
@@ -178,7 +178,7 @@ class Trainer:
             "dataset": c.dataset,
             "model": c.model,
             "method": c.method,
-            "weighting": c.weighting if c.method == "msd" else None,
+            "weighting": weighting_of(c) if c.method == "msd" else None,
             "seed": int(c.training.seed),
             "teacher": c.get("teacher"),
             "run_name": c.get("run_name"),

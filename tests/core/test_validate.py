@@ -124,7 +124,7 @@ def test_bad_values_name_the_key_the_rule_and_the_value(dirs, extra, expected):
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
-    (["method=msd", "weighting=instanse"], "weighting: 'instanse' is not a valid value. Did you mean 'instance'?"),
+    (["method=msd", "distill.weighting=instanse"], "weighting: 'instanse' is not a valid value. Did you mean 'instance'?"),
     (["method=kdd"], "method: 'kdd' is not a valid value. Did you mean 'kd'?"),
     (["distill.saliency=divergense"], "distill.saliency: 'divergense' is not a valid value. Did you mean 'divergence'?"),
     (["optimizer.type=adamw"], "optimizer.type: 'adamw' is not a valid value. Did you mean 'adam_w'?"),
@@ -166,10 +166,10 @@ def test_the_trainers_own_rules_are_called_not_copied(dirs, monkeypatch):
     assert "needs a CUDA GPU" in _problem(dirs, "training.fp16=true", "training.amp_dtype=float16")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert "training.distributed=off" in _problem(dirs, "training.distributed=off")
-    message = _problem(dirs, "method=msd", "weighting=learned", "teacher=abc111")
+    message = _problem(dirs, "method=msd", "distill.weighting=learned", "teacher=abc111")
     from benchmark.registry import registry
 
-    refusal = registry.get_method("msd").distributed_refusal(_config(dirs, "method=msd", "weighting=learned"))
+    refusal = registry.get_method("msd").distributed_refusal(_config(dirs, "method=msd", "distill.weighting=learned"))
     assert refusal and refusal in message
     assert "A world of 2 ranks is larger than the data of one update" in _problem(dirs, "training.batch_size=1")
 
@@ -213,7 +213,7 @@ def test_a_teacher_that_does_not_exist_or_is_ambiguous(dirs):
 
 
 def test_a_student_given_as_teacher_is_not_a_teacher(dirs):
-    message = _problem(dirs, "method=msd", "weighting=instance", "teacher=student0")
+    message = _problem(dirs, "method=msd", "distill.weighting=instance", "teacher=student0")
     assert "teacher=student0 is not a teacher: that run was trained with method=kd (a student)" in message
     assert "missing" not in message  # not the checkpoint shape mismatch of old
 
@@ -224,7 +224,7 @@ def test_a_teacher_of_another_dataset_is_refused(dirs):
 
 
 def test_a_teacher_with_another_view_removal_rule_is_refused(dirs):
-    message = _problem(dirs, "method=msd", "weighting=instance", "teacher=zero0")
+    message = _problem(dirs, "method=msd", "distill.weighting=instance", "teacher=zero0")
     assert ("teacher=zero0: views.removal=drop for this student, but its teacher was trained with "
             "views.removal=zero") in message
 
@@ -259,7 +259,7 @@ def test_scoring_a_trained_student_needs_no_teacher(dirs):
 
 # -- nothing is written, and quickly ------------------------------------------------------------------
 @pytest.mark.parametrize(("extra", "expected"), [
-    (["method=msd", "weighting=instanse"], "Did you mean 'instance'?"),
+    (["method=msd", "distill.weighting=instanse"], "Did you mean 'instance'?"),
     (["method=kdd"], "Did you mean 'kd'?"),
     (["method=kd"], "distils from a teacher"),
     (["method=kd", "teacher=abc"], "is ambiguous"),
@@ -295,7 +295,7 @@ def test_msd_run_fails_in_one_paragraph_and_writes_nothing(dirs, monkeypatch, ca
 
 def test_validation_of_a_run_is_quick_in_a_warm_process(dirs):
     """Generous bound (the brief's 3 s): docs/architecture.md §3.4 reports the measured time."""
-    config = _config(dirs, "method=msd", "weighting=instance", "teacher=abc111")
+    config = _config(dirs, "method=msd", "distill.weighting=instance", "teacher=abc111")
     validate_config(config)  # imports the registry's modules once
     started = time.perf_counter()
     validate_config(config)

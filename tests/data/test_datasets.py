@@ -183,7 +183,7 @@ def test_meta_and_train_disjoint_and_deterministic(mmf_root: Path, config_for) -
 def test_hold_out_learned_only(mmf_root: Path, config_for) -> None:
     def train_size(weighting: str) -> int:
         overrides = {
-            "weighting": weighting,
+            "distill": {"weighting": weighting},
             "data": {"meta_split": {"fraction": 0.2, "hold_out": "learned_only"}},
         }
         return len(build_dataset(config_for(mmf_root, "hateful_memes", overrides), "train"))

@@ -48,7 +48,7 @@ def tiny_grid(path: Path, methods: list[str], *, name: str = "tiny", **extra: An
             "distill.cache_spot_check": 1, **extra.pop("base", {})}
     axes = {"dataset": ["hateful_memes"], "method": {"values": methods}, "seed": [0]}
     if "msd" in methods:
-        axes["method"]["expand"] = {"msd": {"weighting": ["instance"]}}
+        axes["method"]["expand"] = {"msd": {"distill.weighting": ["instance"]}}
     return write_grid(path, name=name, base=base, axes=axes, data={"size": 64}, **extra)
 
 

@@ -58,8 +58,8 @@ def test_students_point_at_the_teacher_of_their_dataset_and_seed(table2):
     assert compute_run_id(build_config(list(teacher.args))) == teacher.run_id
     assert teacher.config.method == "teacher" and teacher.config.training.seed == 2
     # kd/student_only carry no weighting; msd cells carry theirs.
-    assert cells["vqa2/kd/seed0"].config.weighting == "none"
-    assert cells["vqa2/msd-learned/seed0"].config.weighting == "learned"
+    assert cells["vqa2/kd/seed0"].config.distill.weighting == "none"
+    assert cells["vqa2/msd-learned/seed0"].config.distill.weighting == "learned"
 
 
 def test_fast_config_builder_matches_build_config(table2):
@@ -85,10 +85,10 @@ def test_per_axis_overrides_resources_include_exclude_and_only_for(tmp_path, gri
                         "overrides": {"mmimdb": {"training.max_epochs": 6}},
                         "resources": {"mmimdb": {"mem_gb": 16}}},
             "method": {"values": ["teacher", "kd", "msd"]},
-            "weighting": ["uniform", "instance"],  # only_for msd by default
+            "distill.weighting": ["uniform", "instance"],  # only_for msd by default
             "seed": [0, 1],
         },
-        exclude=[{"dataset": "hateful_memes", "weighting": "uniform"}],
+        exclude=[{"dataset": "hateful_memes", "distill.weighting": "uniform"}],
         include=[{"method": "kd", "distill.temperature": 4.0}],
         labels={"distill.temperature": "tau"},
         teachers={"overrides": {"training.max_epochs": 10}},

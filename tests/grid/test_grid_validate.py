@@ -16,7 +16,7 @@ def test_a_typo_in_a_grid_value_fails_before_any_cell_trains(tmp_path, grid_tool
     with pytest.raises(ConfigValidationError) as info:
         run_grid(path, extra_args=grid_tools.env_args(tmp_path), workers=1)
     message = str(info.value)
-    assert message.startswith(f"Grid file {path}: cell hateful_memes/msd-instanse/seed0: weighting: 'instanse'")
+    assert message.startswith(f"Grid file {path}: cell hateful_memes/msd-instanse/seed0: distill.weighting: 'instanse'")
     assert "Did you mean 'instance'?" in message
     assert "teacher=" not in message  # the kd and msd cells' teacher is the grid's own teacher cell
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p != path)
@@ -64,5 +64,5 @@ def test_msd_grid_run_prints_every_problem_once_without_a_traceback(tmp_path, gr
     assert isinstance(result.exception, ConfigValidationError)  # main() prints it as one paragraph (exit 2)
     message = str(result.exception)
     assert message.startswith(f"Grid file {path}: 2 problems in its cells:\n- cells hateful_memes/teacher/seed0, ")
-    assert "\n- cell hateful_memes/msd-instanse/seed0: weighting: 'instanse'" in message
+    assert "\n- cell hateful_memes/msd-instanse/seed0: distill.weighting: 'instanse'" in message
     assert not (tmp_path / "runs").exists()

@@ -68,7 +68,7 @@ def write_search(hpo_world, tmp_path):
         merged = {**STUDENT_BASE, "method": method, "env.data_dir": str(hpo_world.data),
                   "env.save_dir": str(tmp_path / "runs"), "env.cache_dir": str(hpo_world.cache), **(base or {})}
         if weighting:
-            merged["weighting"] = weighting
+            merged["distill.weighting"] = weighting
         spec: dict[str, Any] = {
             "name": name or f"{method}{'_' + weighting if weighting else ''}_test",
             "base": merged,

@@ -139,7 +139,7 @@ def test_fairness_table_and_tuned_grid(write_search, tmp_path, quiet):
     students = [c for c in cells if c.role == "student"]
     assert len([c for c in cells if c.role == "teacher"]) == 2 and len(students) == 4
     msd = next(c for c in students if c.config.method == "msd")
-    assert msd.config.weighting == "instance"
+    assert msd.config.distill.weighting == "instance"
     assert abs(msd.config.distill.weighting_params.temperature - bests[1].params["distill.weighting_params.temperature"]) < 1e-3
 
 

@@ -46,7 +46,7 @@ def _sampled(spec, n: int = 1) -> list[dict]:
     ],
 )
 def test_default_space_is_method_conditional(tmp_path, method, weighting, present, absent):
-    base = {"dataset": "hateful_memes", "method": method, **({"weighting": weighting} if weighting else {})}
+    base = {"dataset": "hateful_memes", "method": method, **({"distill.weighting": weighting} if weighting else {})}
     spec = load_search(_search(tmp_path, base=base, space="default"))
     (values,) = _sampled(spec)
     assert set(values) == present and not set(values) & absent
@@ -55,14 +55,14 @@ def test_default_space_is_method_conditional(tmp_path, method, weighting, presen
 
 def test_searched_weighting_conditions_its_parameters(tmp_path):
     spec = load_search(_search(tmp_path, base={"dataset": "hateful_memes", "method": "msd"}, space={
-        "weighting": ["instance", "learned"], TW: "default", META_LR: {"low": 1e-3, "high": 1e-1, "log": True},
+        "distill.weighting": ["instance", "learned"], TW: "default", META_LR: {"low": 1e-3, "high": 1e-1, "log": True},
     }))
-    assert spec.space.names()[0] == "weighting"  # suggested first: the others depend on it
+    assert spec.space.names()[0] == "distill.weighting"  # suggested first: the others depend on it
     samples = _sampled(spec, 16)
-    assert {s["weighting"] for s in samples} == {"instance", "learned"}
+    assert {s["distill.weighting"] for s in samples} == {"instance", "learned"}
     for s in samples:
-        assert (TW in s) == (s["weighting"] == "instance")
-        assert (META_LR in s) == (s["weighting"] == "learned")
+        assert (TW in s) == (s["distill.weighting"] == "instance")
+        assert (META_LR in s) == (s["distill.weighting"] == "learned")
 
 
 def test_parameter_the_method_never_reads_is_refused(tmp_path):
@@ -144,7 +144,7 @@ def test_repository_search_files_load():
         smoke = load_search(path, "smoke")
         assert spec.budget.trials == 20 and spec.sampler.name == "tpe" and spec.pruner.name == "median"
         assert smoke.data.size == 64 and smoke.name.endswith("-smoke")
-        if spec.fixed["method"] == "msd" and spec.fixed["weighting"] == "instance":
+        if spec.fixed["method"] == "msd" and spec.fixed["distill.weighting"] == "instance":
             assert TW in spec.space.names()
 
 
