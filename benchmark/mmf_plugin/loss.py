@@ -1,10 +1,13 @@
 """``msd_kd``: the MSD/KD objective as an MMF loss (``losses: [{type: msd_kd, params: …}]``).
 
-Why it returns one scalar: MMF adds up every value of a model's loss dict for the backward
-pass (``mmf.utils.general.extract_loss``), so returning the terms as a dict would optimise
-their sum. The detached terms (suite names: ``loss/label``, ``loss/kd``, ``loss/aux_image``,
-``weight/image_mean`` …) are kept in :attr:`MSDKDLoss.last_terms`, where ``msd_wandb`` reads
-them. All maths comes from :mod:`benchmark.distill` through :mod:`.objective`.
+Why it returns a dict: MMF adds up every value of a model's loss dict for the backward pass
+(``mmf.utils.general.extract_loss``) and logs each one, so the objective is returned as its
+contributions ``{label: (1-α)ℓ, kd: αD, aux_image: w_image·D(image), aux_text: …}`` (MMF's keys
+``train/<dataset>/msd_kd/label`` …), which sum to the objective: MMF's console, ``train.log``
+and reporting show every term, and the total it optimises is unchanged. The suite's detached
+terms (``loss/label``, ``loss/kd``, ``loss/aux_image``, ``weight/image_mean`` …) are kept in
+:attr:`MSDKDLoss.last_terms`, where ``msd_wandb`` reads them. All maths comes from
+:mod:`benchmark.distill` through :mod:`.objective`.
 """
 
 from __future__ import annotations
@@ -50,5 +53,5 @@ class MSDKDLoss(nn.Module):
     def last_terms(self) -> dict[str, float]:
         return self.objective.last_terms
 
-    def forward(self, sample_list: Mapping[str, Any], model_output: Mapping[str, Any]) -> Tensor:
-        return self.objective(model_output, sample_list["targets"])
+    def forward(self, sample_list: Mapping[str, Any], model_output: Mapping[str, Any]) -> dict[str, Tensor]:
+        return self.objective.parts(model_output, sample_list["targets"])

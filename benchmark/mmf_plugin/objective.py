@@ -24,7 +24,8 @@ from torch import Tensor
 from benchmark import MODALITIES, VIEWS
 from benchmark.data.info import TASKS
 from benchmark.distill.losses import label_loss_for_task
-from benchmark.distill.objective import DistillObjective, build_objective
+from benchmark.distill.objective import DistillObjective, DistillTerms, build_objective
+from benchmark.distill.weighting import Weights
 from benchmark.errors import ConfigError
 
 TEACHER = "teacher_scores"
@@ -117,6 +118,15 @@ class MSDKDObjective:
 
     def __call__(self, model_output: Mapping[str, Any], targets: Tensor) -> Tensor:
         """The scalar loss; detached terms (suite names: ``loss/kd``, ``weight/image_mean`` …) in ``last_terms``."""
+        return self.evaluate(model_output, targets)[0]
+
+    def parts(self, model_output: Mapping[str, Any], targets: Tensor) -> dict[str, Tensor]:
+        """The loss as MMF's loss dict wants it: one entry per term, each with its gradient, whose
+        sum is the total (:func:`loss_parts`); MMF adds them up for backward and logs each one."""
+        return self.evaluate(model_output, targets)[1]
+
+    def evaluate(self, model_output: Mapping[str, Any], targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(total, parts)`` of one batch; the detached terms go to ``last_terms``."""
         if not self._ready:
             raise ConfigError(
                 f"msd_kd: weighting={self.weighting} needs the teacher's dataset-level saliency: a suite "
@@ -133,7 +143,22 @@ class MSDKDObjective:
         teacher_views = VIEWS if self.objective.needs_saliency else views
         teacher = {v: model_output[output_key(v, True)].float() for v in teacher_views}
         task = infer_task(targets, self.task)
-        total, terms, _ = self.objective(student, teacher, targets, task, label_loss_for_task(task),
-                                         lambda: self._cached_saliency(model_output))
-        self.last_terms = {k: float(v) for k, v in terms.items()}
-        return total
+        objective = self.objective
+        terms = objective.terms(student, teacher, targets, task, label_loss_for_task(task))
+        weights: Weights = {}
+        if objective.aux_views:
+            saliency = objective.teacher_saliency(teacher, targets, task, lambda: self._cached_saliency(model_output))
+            weights = objective.weights(saliency, terms.aux)
+        total, logged = objective.combine(terms, weights)
+        self.last_terms = {k: float(v) for k, v in logged.items()}
+        return total, loss_parts(objective.alpha, terms, weights)
+
+
+def loss_parts(alpha: float, terms: DistillTerms, weights: Weights) -> dict[str, Tensor]:
+    """``label = (1-α)·mean ℓ``, ``kd = α·mean D(multi)``, ``aux_<m> = mean w_m·D(m)``: the
+    contributions whose sum is the objective (``msd_objective`` / ``kd_objective``'s total,
+    up to float rounding; tested), so MMF's log shows what each term adds to ``total_loss``."""
+    parts = {"label": (1 - alpha) * terms.label.mean(), "kd": alpha * terms.kd.mean()}
+    for modality, divergence in terms.aux.items():
+        parts[f"aux_{modality}"] = (weights[modality] * divergence).mean()
+    return parts

@@ -5,9 +5,10 @@ Run from the MMF environment (``docs/mmf.md``)::
 
     PYTHONPATH=<repo> <mmf-env>/bin/python -m pytest tests/mmf_plugin -m mmf
 
-Everything is offline: data from :func:`benchmark.data.make.make_dataset`, a local WordPiece
-tokenizer folder (the suite's packaged ``vocab.txt``) and a tiny randomly initialised
-VisualBERT (``bert_model_name: null``), so nothing is downloaded from a hub.
+Everything is offline, through the configs a user runs (``benchmark/mmf_plugin/configs/offline``):
+data from :func:`benchmark.data.make.make_dataset`, the tokenizer folder of
+``python -m benchmark.mmf_plugin.offline`` (the suite's packaged ``vocab.txt``) and a tiny
+randomly initialised VisualBERT (``bert_model_name: null``), so nothing is downloaded from a hub.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from benchmark.config.loader import build_config, dataset_node
 from benchmark.data.build import build_dataset
 from benchmark.data.make import make_dataset
-from benchmark.data.tokenizer import default_vocab_file
+from benchmark.mmf_plugin.offline import write_tokenizer
 
 pytestmark = pytest.mark.mmf
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +43,10 @@ DATASETS = {  # dataset -> (headline metric, extra mmf_run args)
     "visual_entailment": ("accuracy", []),
     "vqa2": ("vqa_accuracy", []),
 }
+OFFLINE = PLUGIN / "configs" / "offline"
 TINY_BERT = {"bert_model_name": None, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 64, "special_visual_initialize": False, "vocab_size": 30522,
-             "max_position_embeddings": 512, "type_vocab_size": 2}
+             "max_position_embeddings": 512, "type_vocab_size": 2}  # the view-rule test's model
 RUN_ARGS = ["run_type=train_val", "training.max_updates=4", "training.batch_size=8", "training.log_interval=2",
             "training.evaluation_interval=4", "training.num_workers=0", "scheduler.params.num_warmup_steps=1",
             "training.seed=1"]
@@ -56,10 +58,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
     data = root / "data"
     for name in DATASETS:
         make_dataset(name, data, size=48, seed=0)
-    tok = root / "tokenizer"
-    tok.mkdir()
-    (tok / "vocab.txt").write_bytes(Path(default_vocab_file()).read_bytes())
-    (tok / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    tok = write_tokenizer(data)  # what docs/mmf.md's offline quick start runs
     bert = root / "tiny-bert"  # a local "pretrained" text encoder for MMBT
     from transformers import BertConfig, BertModel
 
@@ -69,29 +68,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "data": data, "tokenizer": tok, "bert": bert}
 
 
-def _num_labels(world: dict[str, Path], name: str) -> int | None:
-    files = {"mmimdb": "mmimdb/defaults/extras/classes_mm_imdb.txt", "vqa2": "vqa2/defaults/extras/vocabs/answers_vqa.txt"}
-    if name not in files:
-        return None
-    words = (world["data"] / "datasets" / files[name]).read_text().split("\n")
-    words = [w.strip() for w in words if w.strip()]
-    return len(words) + (0 if "<unk>" in words else 1)
+def _teacher_config(name: str) -> Path:
+    return OFFLINE / name / "teacher.yaml"
 
 
-def _suite_seq_length(name: str) -> int:
-    return int(dataset_node(build_config([f"dataset={name}"])).processors.text_processor.params.max_seq_length)
-
-
-def _overlay(world: dict[str, Path], name: str, base: list[str], path: Path) -> Path:
-    """A config that includes ``base`` and makes it offline and tiny (tokenizer folder, small VisualBERT)."""
-    model = {**TINY_BERT, "visual_embedding_dim": 64}
-    if (labels := _num_labels(world, name)) is not None:
-        model["num_labels"] = labels
-    text = {"tokenizer_config": {"type": str(world["tokenizer"])}, "max_seq_length": _suite_seq_length(name)}
-    config = {"includes": base, "model_config": {"visual_bert": model},
-              "dataset_config": {name: {"processors": {"text_processor": {"params": text}}}}}
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
+def _student_config(name: str) -> Path:
+    return OFFLINE / name / "student.yaml"
 
 
 def _mmf_run(world: dict[str, Path], args: list[str], name: str, save: Path) -> str:
@@ -108,8 +90,7 @@ def _mmf_run(world: dict[str, Path], args: list[str], name: str, save: Path) -> 
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_mmf_reads_the_suite_synthetic_data_unchanged(world, name, tmp_path):
     """MMF's own dataset builders on the directory written by ``make_dataset``, sample by sample."""
-    config = _overlay(world, name, ["configs/models/visual_bert/defaults.yaml",
-                                    f"projects/visual_bert/configs/{name}/defaults.yaml"], tmp_path / "c.yaml")
+    config = _teacher_config(name)
     dump = tmp_path / "mmf.pt"
     script = f"""
 import torch
@@ -152,14 +133,15 @@ torch.save(rows, "{dump}")
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_msd_student_trains_in_mmf_with_an_mmf_teacher(world, name, tmp_path, offline_runs):
     metric = DATASETS[name][0]
-    teacher_cfg = _overlay(world, name, ["configs/models/visual_bert/defaults.yaml",
-                                         f"projects/visual_bert/configs/{name}/defaults.yaml"], tmp_path / "t.yaml")
+    teacher_cfg = _teacher_config(name)
     _mmf_run(world, [f"config={teacher_cfg}", "model=visual_bert"], name, tmp_path / "teacher")
-    student_cfg = _overlay(world, name, [str(PLUGIN / "configs" / name / "visual_bert.yaml")], tmp_path / "s.yaml")
+    student_cfg = _student_config(name)
     log = _mmf_run(world, [f"config={student_cfg}", "model=msd_student", f"env.user_dir={PLUGIN}",
                            f"model_config.msd_student.teacher.checkpoint={tmp_path / 'teacher' / 'best.ckpt'}",
                            "model_config.msd_student.distill.weighting=instance"], name, tmp_path / "student")
     assert f"train/{name}/msd_kd" in log and f"val/{name}/{metric}" in log
+    # each term of the objective is its own entry of MMF's loss dict, so MMF's own log shows it
+    assert all(f"val/{name}/msd_kd/{term}" in log for term in ("label", "kd", "aux_image", "aux_text"))
     state = torch.load(tmp_path / "student" / "best.ckpt", map_location="cpu", weights_only=False)["model"]
     assert state and all(k.startswith(("student.", "losses.")) for k in state), "teacher weights leaked into the checkpoint"
     (run,) = offline_runs(tmp_path / "student")
@@ -176,12 +158,12 @@ def test_msd_student_with_a_suite_teacher_and_its_cache(world, tmp_path, offline
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     for command in (["run", "--no-progress", "method=teacher", "training.max_epochs=1"], ["cache", "build"]):
         if command[0] == "cache":
-            (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+            (run_dir,) = [p for p in runs.iterdir() if (p / "config.yaml").is_file()]  # not the store's own folders
             command = [*command, f"teacher={run_dir.name}"]
         out = subprocess.run([sys.executable, "-m", "benchmark.cli", *command, *suite_args],
                              capture_output=True, text=True, env=env, timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    student_cfg = _overlay(world, name, [str(PLUGIN / "configs" / name / "visual_bert.yaml")], tmp_path / "s.yaml")
+    student_cfg = _student_config(name)
     log = _mmf_run(world, [f"config={student_cfg}", "model=msd_student", f"env.user_dir={PLUGIN}",
                            "model_config.msd_student.teacher.source=suite",
                            f"model_config.msd_student.teacher.run={run_dir.name}",
@@ -205,8 +187,7 @@ def test_msd_student_with_a_suite_teacher_and_its_cache(world, tmp_path, offline
 def test_mmbt_student_distils_from_a_visual_bert_teacher(world, tmp_path):
     """Any registered MMF model can be the student: MMBT (local tiny BERT, identity modal encoder)."""
     name = "hateful_memes"
-    teacher_cfg = _overlay(world, name, ["configs/models/visual_bert/defaults.yaml",
-                                         f"projects/visual_bert/configs/{name}/defaults.yaml"], tmp_path / "t.yaml")
+    teacher_cfg = _teacher_config(name)
     _mmf_run(world, [f"config={teacher_cfg}", "model=visual_bert"], name, tmp_path / "teacher")
     mmbt = {"bert_model_name": str(world["bert"]), "modal_hidden_size": 64, "text_hidden_size": 32,
             "modal_encoder": {"type": "identity", "params": {"in_dim": 64}},

@@ -79,7 +79,8 @@ def test_msd_kd_equals_the_suites_objective(fake_mmf, task, weighting):
     population = {"image": 0.3, "text": 0.1}
     loss = MSDKDLoss(alpha=0.3, temperature=2.0, weighting=weighting, population_saliency=population)
     out, targets = _outputs(task)
-    value = loss({"targets": targets}, out)
+    parts = loss({"targets": targets}, out)
+    value = loss.objective(out, targets)
 
     suite = build_objective(alpha=0.3, temperature=2.0, weighting=weighting)
     if suite.needs_population:
@@ -89,6 +90,15 @@ def test_msd_kd_equals_the_suites_objective(fake_mmf, task, weighting):
     expected, terms, _ = suite(student, teacher, targets, task, label_loss_for_task(task))
     assert torch.equal(value, expected)
     assert loss.last_terms == pytest.approx({k: float(v) for k, v in terms.items()})
+    # MMF gets one loss-dict entry per term (its log shows each); they add up to the same total
+    aux = [m for m in ("image", "text") if f"loss/aux_{m}" in terms]
+    assert set(parts) == {"label", "kd", *(f"aux_{m}" for m in aux)}
+    assert all(p.requires_grad or not value.requires_grad for p in parts.values())
+    assert torch.allclose(sum(parts.values()), expected, rtol=1e-6, atol=1e-7)
+    assert float(parts["label"]) == pytest.approx(0.7 * float(terms["loss/label"]), rel=1e-6)
+    assert float(parts["kd"]) == pytest.approx(0.3 * float(terms["loss/kd"]), rel=1e-6)
+    for m in aux:
+        assert float(parts[f"aux_{m}"]) == pytest.approx(float(terms[f"loss/aux_{m}_weighted"]), rel=1e-6)
     if weighting == "population":  # and the population weights are the hand values M * s_m / sum_k s_k
         assert loss.last_terms["weight/image_mean"] == pytest.approx(2 * 0.3 / 0.4)
 
@@ -160,8 +170,9 @@ def test_msd_student_with_an_mmf_checkpoint_teacher(fake_mmf, tmp_path, tiny_bat
         assert torch.allclose(out[key], teacher.forward(view_sample_list(tiny_batch, view))["scores"])
     assert all(k.startswith("student.") or k.startswith("losses.") for k in student.state_dict())
     assert not any(p is q for p in student.parameters() for q in teacher.parameters())
-    loss = student.losses[0]({"targets": tiny_batch["targets"]}, out)
-    assert loss.requires_grad and torch.isfinite(loss)
+    parts = student.losses[0]({"targets": tiny_batch["targets"]}, out)
+    assert set(parts) == {"label", "kd", "aux_image"}  # only_image: one auxiliary term
+    assert all(p.requires_grad and torch.isfinite(p) for p in parts.values())
 
 
 @pytest.mark.parametrize("weighting,asked", [("instance", 0), ("uniform", 0), ("population", 1)])
