@@ -33,6 +33,7 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "checkpoint.resume",
     "run_type",
     "evaluation.predict",
+    "evaluation.cost",
     "tracking",
     "grid",
     "run_name",
