@@ -65,7 +65,7 @@ clean-env:
 # (SCALE=smoke) under results/<scale>/ so a quick check never overwrites the real tables.
 # RESULTS=/path moves everything (runs, cache, tables, figures, report) elsewhere.
 RESULTS ?= $(if $(filter default,$(SCALE)),results,results/$(SCALE))
-RUN_ENV := MSD_SAVE_DIR=$(RESULTS)/runs MSD_CACHE_DIR=$(RESULTS)/cache $(DATA_ENV)
+RUN_ENV := MSD_SAVE_DIR=$(RESULTS)/runs MSD_CACHE_DIR=$(RESULTS)/cache WANDB_DIR=$(RESULTS) $(DATA_ENV)
 GRID_RUN = $(RUN_ENV) $(MSD) grid run --scale $(SCALE) $(if $(WORKERS),--workers $(WORKERS),)
 ANALYZE = $(RUN_ENV) $(MSD) analyze
 ANALYZE_ARGS = --out $(RESULTS) --scale $(SCALE)

@@ -58,7 +58,7 @@ def run(
     storage: str | None = STORAGE_OPT,
     study: str | None = typer.Option(None, "--study", help="Study name (default: the search file's name)."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes sharing the study."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per trial (default cores // workers)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per trial (default 1 with several workers, as the grid's)."),
     scale: str | None = typer.Option(None, "--scale", "-s", help="A scale of the search file (e.g. smoke)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write figures to results/figures/hpo/<study>/."),
     wandb: bool = typer.Option(True, "--wandb/--no-wandb", help="Log every trial to W&B (group = study)."),

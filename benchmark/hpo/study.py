@@ -8,7 +8,8 @@ by an error of their own) or are running/queued; interrupted trials do not count
 retry does (:mod:`benchmark.hpo.recovery`).
 
 ``--workers N`` starts N processes of ``msd hpo run`` on the same storage, each running one
-trial at a time with ``training.threads = cores // N`` so they do not oversubscribe the CPU.
+trial at a time with ``training.threads = 1`` (as the grid's workers: a thread count taken
+from the cores would make a trial's result depend on the machine, docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run_search(
     budget = budget.check(f"Search {spec.path}")
     started = time.time()
     if workers > 1 and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = 1  # as the grid's workers: never from the cores, so a trial's result does not depend on the machine
     study = open_study(spec, url, name)  # first: a wrong URL fails before the teacher trains
     prepared = prepare(spec, list(extra_args), threads=threads, study=name, wandb=wandb,
                        log=log if worker_index is None else _quiet)
