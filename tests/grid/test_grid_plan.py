@@ -58,18 +58,18 @@ def test_hours_from_a_step_times_file_match_a_hand_computation(tmp_path, grid_to
     assert set(rows) == {"hateful_memes/teacher/seed0", "hateful_memes/kd/seed0", "cache hateful_memes/teacher/seed0"}
     assert plan.device == "test GPU" and not any(r.estimated_elsewhere for r in plan.rows)
     kd = rows["hateful_memes/kd/seed0"]
-    # data.size 64 -> 64 train records, 6 held out (meta split 0.1) -> 58; 20 val and 20 test (25 %, at least 20)
-    assert (kd.samples, plan.datasets["hateful_memes"]["records"]) == (58, {"train": 64, "val": 20, "test": 20})
+    # data.size 64 -> 64 train records, 6 held out (meta split 0.1) -> 58; 32 val and 32 test (eval_ratio 0.5)
+    assert (kd.samples, plan.datasets["hateful_memes"]["records"]) == (58, {"train": 64, "val": 32, "test": 32})
     # ceil(58 / 16) = 4 batches per epoch, ceil(4 / 2) = 2 updates per epoch, 3 epochs = 6, capped at 5
     assert kd.updates == 5
     # an update: 2 x (0.5 - 0.1) forward/backward + 0.1 optimizer = 0.9 s
     assert kd.update_s == pytest.approx(0.9)
     assert kd.train_h * 3600 == pytest.approx(5 * 0.9)
-    # validation every 2 updates -> ceil(5 / 2) = 3 passes of 1 batch (20 val / 32) at 0.2 s,
+    # validation every 2 updates -> ceil(5 / 2) = 3 passes of 1 batch (32 val / 32) at 0.2 s,
     # then val and test on every view, 1 batch each at 0.3 s
     assert kd.eval_h * 3600 == pytest.approx(3 * 0.2 + 2 * 0.3)
     cache = rows["cache hateful_memes/teacher/seed0"]
-    assert (cache.samples, cache.updates) == (104, 4)  # 64 + 20 + 20 records in batches of 32
+    assert (cache.samples, cache.updates) == (128, 4)  # 64 + 32 + 32 records in batches of 32
     assert cache.train_h * 3600 == pytest.approx(4 * 0.3)
     totals = plan.totals()
     assert totals["all"].hours == pytest.approx(sum(r.hours for r in plan.rows))
