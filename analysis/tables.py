@@ -20,7 +20,7 @@ from analysis.load import default_value, same_value, same_variant, select, varia
 from analysis.recipe import recipe_notes
 from analysis.render import MISSING, MISSING_TEXT, Block, Display, Table, display_cell, standard_footnotes
 from analysis.saliency_data import ground_truth, spearman_vs_truth, teacher_saliency
-from analysis.stats import N_RESAMPLES, summarize
+from analysis.stats import N_RESAMPLES, minimum_detectable, summarize
 
 
 @dataclass
@@ -70,6 +70,29 @@ def _column_cells(ctx: Context, rows: list[spec.RowSpec], dataset: str, metric: 
 
 
 # -- Table 2 -------------------------------------------------------------------------------------
+def _power_note(grid: dict, columns: list, rows: list[spec.RowSpec]) -> list[str]:
+    """What a seed-level test can see in each column, from the label-only student's own spread.
+
+    The † marks resample test samples and ignore how much a method moves from seed to seed;
+    this note says how large a difference between two students must be before the seeds
+    themselves could show it.
+    """
+    student = next((i for i, r in enumerate(rows) if r.method == "student_only" and not r.variant), None)
+    if student is None:
+        return []
+    parts = []
+    for dataset, metric in columns:
+        summary = grid[(dataset, metric)][student].summary
+        if summary.n >= 2 and not math.isnan(summary.std):
+            parts.append(f"{spec.metric_column(dataset, metric)} {100 * minimum_detectable(summary.std, summary.n):.1f}")
+    if not parts:
+        return []
+    n = grid[columns[0]][student].summary.n
+    return ["Smallest difference between two students' seed means detectable at p < 0.05 with power 0.8 "
+            f"(two-sided two-sample t-test over {n} seeds, the label-only student's seed std), points: "
+            + "; ".join(parts) + "."]
+
+
 def build_table2(ctx: Context) -> Table:
     columns = spec.table2_columns(ctx.datasets(spec.ALL_DATASETS))
     rows = list(spec.TABLE2_ROWS)
@@ -93,6 +116,7 @@ def build_table2(ctx: Context) -> Table:
     footnotes = ["Test split, ×100, mean ± std (number of seeds) over seeds. Bold: best student of the column. "
                  "Teacher and student parameter counts in the last rows (median over runs)."]
     footnotes += standard_footnotes(all_cells, ctx.expected_seeds) + ctx.notes
+    footnotes += _power_note(grid, columns, rows)
     footnotes += recipe_notes(ctx.runs, list(dict.fromkeys(d for d, _m in columns)), ctx.origin)
     title = "Table 2: main results (teacher, student without KD, KD, MSD weighting schemes)"
     return Table("table2", title, [Block("", header, body)], pd.DataFrame(records), footnotes)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from analysis.stats import detectable_effect, minimum_detectable  # noqa: F401 (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "experiments" / "calibration.yaml"
@@ -131,31 +132,6 @@ def measure(save_dir: Path, data_dir: Path) -> dict[str, dict]:
                           if times[(dataset, role)]}
         out[dataset] = row
     return out
-
-
-def detectable_effect(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Smallest standardised difference d a two-sided two-sample t-test detects (n seeds a side).
-
-    Equal variances and equal n (Welch's test then has the same df = 2n - 2): the power at d
-    is ``P(|T| > t_crit)`` with T noncentral t, noncentrality ``d * sqrt(n / 2)``.
-    """
-    from scipy.optimize import brentq
-    from scipy.stats import nct, t
-
-    df = 2 * n - 2
-    crit = t.ppf(1 - alpha / 2, df)
-
-    def shortfall(d: float) -> float:
-        nc = d * math.sqrt(n / 2)
-        lower = nct.cdf(-crit, df, nc)  # the wrong-sign tail, negligible but part of a two-sided power
-        return float(nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower)) - power
-
-    return float(brentq(shortfall, 1e-6, 12.0))
-
-
-def minimum_detectable(std: float, n: int) -> float:
-    """The smallest difference of two methods' seed means (points) detectable at p < 0.05, power 0.8."""
-    return detectable_effect(n) * std
 
 
 def verdicts(row: dict) -> dict[str, bool | None]:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import ttest_rel
 from typer.testing import CliRunner
 
@@ -203,3 +204,27 @@ def test_load_runs_is_tidy_and_predictions_join_their_run_keys(analyzed_store, s
     joined = predictions(hm, "test", "multi")
     assert len(joined) == len(hm) * store_tools.N_SAMPLES and set(joined["row"]) == set(hm["row"])
     assert {"sample_index", "score", "logits", "seed", "variant_label"} <= set(joined.columns)
+
+
+def test_table2_states_the_smallest_difference_its_seeds_can_detect(analyzed_store):
+    """Under Table 2: per column, the t-test's detectable effect at 3 seeds x the label-only
+    student's seed std, by hand (3.07 standard deviations; textbook value of the noncentral t)."""
+    from analysis.stats import detectable_effect
+
+    store, out = analyzed_store
+    md = (out / "tables" / "table2.md").read_text()
+    note = next(line for line in md.splitlines() if line.startswith("Smallest difference"))
+    assert "over 3 seeds" in note
+    assert detectable_effect(3) == pytest.approx(3.07, abs=0.01)
+    for dataset, metric, column in (("hateful_memes", "roc_auc", "Hateful Memes AUROC"),
+                                    ("vqa2", "vqa_accuracy", "VQA2 VQA acc.")):
+        std = float(np.std(_by_hand(store, dataset, "student_only", None, metric), ddof=1))
+        assert f"{column} {100 * detectable_effect(3) * std:.1f}" in note
+    assert "SNLI-VE" not in note  # no runs: nothing to state
+
+
+def test_detectable_effect_refuses_one_seed():
+    from analysis.stats import detectable_effect
+
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        detectable_effect(1)
