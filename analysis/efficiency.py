@@ -274,6 +274,7 @@ def pareto_figure(pts: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import NullFormatter
 
     drawn = pts[pts["n"] > 0].dropna(subset=["metric"]) if not pts.empty else pts
     if drawn.empty:
@@ -298,6 +299,8 @@ def pareto_figure(pts: pd.DataFrame):
             ax.scatter(front[column], 100 * front["metric"], s=160, facecolor="none", edgecolor="black", lw=1)
             ax.set(xscale="log", xlabel=label, ylabel=f"test {metric} ×100",
                    title=f"{spec.DATASET_TITLES.get(dataset, dataset)}")
+            # a narrow log range labels every minor tick ("3×10^-1 4×10^-1 ...") and they overlap
+            ax.xaxis.set_minor_formatter(NullFormatter())
     handles = [plt.Line2D([], [], ls="", marker="o", color=palette[m], label=spec.row_label(m, "instance"))
                for m in METHOD_ORDER if m in set(drawn["method"])]
     handles += [plt.Line2D([], [], ls="", marker=mk, color="grey", label=f) for f, mk in markers.items()]

@@ -14,9 +14,9 @@ FAMILIES = ("late_fusion", "visual_bert", "mmbt")
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_yaml_has_the_three_presets_and_paper_base_is_bert_base(mk, name):
+def test_yaml_has_the_size_presets_and_paper_base_is_bert_base(mk, name):
     config = mk.run_config(name, tiny=False)
-    assert set(config.model_config[name].presets) == {"teacher", "student", "paper_base"}
+    assert set(config.model_config[name].presets) == {"teacher", "student", "paper_base", "tiny", "small"}
     config.model_size = "paper_base"
     merged = model_config(config)
     widths = [v for k, v in _flatten(merged) if k.endswith("hidden_size") and v is not None]
@@ -35,7 +35,10 @@ def _flatten(node, prefix=""):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_teacher_is_about_four_times_the_student(mk, name):
+def test_teacher_is_several_times_the_student(mk, name):
+    """The capacity gap the testbed relies on. Since the version-2 presets (docs/calibration.md:
+    the late-fusion teacher lost a text layer and got a factorised vocabulary table) late
+    fusion's teacher is 2.6x its student; the single-stream families stay at about 4x."""
     info = mk.info()
     sizes = {}
     for size in ("teacher", "student"):
@@ -47,7 +50,7 @@ def test_teacher_is_about_four_times_the_student(mk, name):
         assert 0 < description["parameters_embedding"] < description["parameters"]
         assert description["class"].endswith(type(model).__name__)
         sizes[size] = description["parameters"]
-    assert 3.0 <= sizes["teacher"] / sizes["student"] <= 6.0, sizes
+    assert 2.5 <= sizes["teacher"] / sizes["student"] <= 6.0, sizes
 
 
 def test_auto_size_follows_method_then_role(mk):
