@@ -47,7 +47,8 @@ def run_data(task: dict[str, Any]) -> dict[str, Any]:
     config = OmegaConf.create(task["config"])
     node = dataset_node(config)
     files = dataset_files(node, ("train", "val", "test"))
-    root = Path(str(node.data_dir)) / task["dataset"] / "defaults"
+    roots = _generator_roots(task, node)
+    root = roots[0]
     if not task.get("generate", True):
         missing = [str(p) for p in files if not p.exists()]
         if missing:
@@ -58,13 +59,31 @@ def run_data(task: dict[str, Any]) -> dict[str, Any]:
                 f"an MMF data directory holding {task['dataset']}, or leave the dataset out with --only."
             )
         print(f"{task['dataset']}: using the existing data under {root}")
-        return {"skipped": True, "real_data": read_manifest(root) is None}
-    if files and all(p.exists() for p in files) and read_manifest(root) is None:
+        return {"skipped": True, "real_data": all(read_manifest(r) is None for r in roots)}
+    if files and all(p.exists() for p in files) and all(read_manifest(r) is None for r in roots):
         print(f"{task['dataset']}: using the existing (non-generated) data under {root}")
         return {"skipped": True, "real_data": True}
     summary = make_dataset(task["dataset"], task["data_dir"], size=task.get("size"), seed=int(task.get("seed") or 0))
     print(f"{task['dataset']}: {'up to date' if summary.get('skipped') else 'generated'} under {task['data_dir']}")
     return {"skipped": bool(summary.get("skipped"))}
+
+
+def _generator_roots(task: dict[str, Any], node: Any) -> list[Path]:
+    """Where the dataset's generator keeps its manifest: the generator's own roots.
+
+    Why not ``<dataset node data_dir>/<name>/defaults``: MM-IMDB's node, as in MMF, is
+    ``env.data_dir`` itself (its paths start with ``datasets/``), so that guess missed its
+    manifest, took generated data for a user's real data and never regenerated it when the
+    generator changed. A dataset without a generator (a user's own) keeps the guess.
+    """
+    from benchmark.errors import ConfigError
+    from benchmark.registry import registry
+
+    try:
+        generator = registry.get_generator(task["dataset"])
+    except ConfigError:  # no generator registered under this name: real data only
+        return [Path(str(node.data_dir)) / task["dataset"] / "defaults"]
+    return list(generator.root_dirs(Path(str(task["data_dir"])).expanduser().resolve()))
 
 
 def make_data_first(tasks: Any) -> bool:

@@ -222,3 +222,22 @@ def test_a_grid_on_existing_data_names_the_missing_files_instead_of_generating(t
     with pytest.raises(DataError, match=r"data.generate: false.*mmimdb/defaults/annotations/train.jsonl"):
         run_data(task)
     assert not (tmp_path / "mmf").exists()  # nothing generated
+
+
+@pytest.mark.parametrize("dataset", ["mmimdb", "hateful_memes"])
+def test_generated_data_is_known_as_generated_whatever_the_datasets_data_dir(tmp_path, dataset, capsys):
+    """MM-IMDB's dataset node is env.data_dir itself (MMF's layout) while Hateful Memes' is
+    env.data_dir/datasets; the grid must find either generator's manifest, or it takes
+    generated data for a user's real data and never regenerates it when the generator changes."""
+    from benchmark.data.make import make_dataset
+    from benchmark.grid.worker import run_data
+
+    data_dir = tmp_path / "data"
+    make_dataset(dataset, data_dir, size=32)
+    config = build_config([f"dataset={dataset}", f"env.data_dir={data_dir}"])
+    task = {"dataset": dataset, "data_dir": str(data_dir), "size": 32, "seed": 0, "generate": True,
+            "config": OmegaConf.to_container(config, resolve=True)}
+    assert run_data(task) == {"skipped": True}  # up to date, not "real data"
+    assert "up to date" in capsys.readouterr().out
+    task["size"] = 48  # the generator's key changed: generated data is made again
+    assert run_data(task) == {"skipped": False}
