@@ -55,13 +55,15 @@ def find_wandb_runs(roots: list[Path]) -> dict[str, WandbRun]:
         for base in (root, root / "wandb"):
             if base.is_dir():
                 dirs += [p for p in base.iterdir() if p.is_dir() and p.name.startswith(("offline-run-", "run-"))]
-    for directory in sorted(set(dirs), key=lambda p: _dir_part(p, "time")):
+    for directory in sorted(set(dirs), key=lambda p: (_dir_part(p, "time"), p.name)):  # "-1" after its first
         files = sorted(directory.glob("run-*.wandb"))
         if not files:
             continue
         data = files[0].read_bytes()
         ids = {m.group(1).decode() for m in RUN_ID.finditer(data)}
-        wandb_id = _dir_part(directory, "id")
+        # The record file is named after the W&B id; the directory is not always: W&B appends
+        # "-1" when a resumed run starts within the same second as its first attempt.
+        wandb_id = files[0].stem.removeprefix("run-") or _dir_part(directory, "id")
         offline = directory.name.startswith("offline-run-")
         url = None if offline else _url(directory, data, wandb_id)
         for run_id in ids:

@@ -135,3 +135,16 @@ def test_table2_intervals_are_the_table_cells(analyzed_store):
     assert low > 0 and low > cells["ci95_low"].min() * 100 - 0.5 * (cells["ci95_high"].max() - cells["ci95_low"].min()) * 100
     marked = {t.get_text() for t in ax.texts}
     assert ("†" in marked) == bool(cells["significant_vs_kd"].fillna(False).astype(bool).any())
+
+
+def test_a_wandb_directory_with_a_dedup_suffix_keeps_the_runs_wandb_id(tmp_path):
+    """W&B appends "-1" to the directory of a resumed run started within the same second as its
+    first attempt; the record file still carries the W&B id, and the later directory wins."""
+    first = tmp_path / "offline-run-20260101_000000-teacher-abc"
+    second = tmp_path / "offline-run-20260101_000000-teacher-abc-1"
+    for directory, step in ((first, b"1"), (second, b"2")):
+        directory.mkdir()
+        (directory / "run-teacher-abc.wandb").write_bytes(b"run_id\x82\x01$\"teacher-abc\"" + step)
+    found = find_wandb_runs([tmp_path])
+    assert found["teacher-abc"].wandb_id == "teacher-abc"
+    assert found["teacher-abc"].path == second
