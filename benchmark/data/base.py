@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from benchmark.data import vocab as vocab_lib
 from benchmark.data.annotations import read_annotations
 from benchmark.data.features import FeatureReader, open_feature_reader, pad_features
+from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy, SplitTensors
 from benchmark.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, find_image, load_image
 from benchmark.data.info import DatasetInfo
 from benchmark.data.tokenizer import BertTokenizerProcessor, TokenizedTexts, build_text_processor
@@ -109,6 +110,9 @@ class MMFDataset(Dataset):
         else:
             self._init_images()
         self.info = self._build_info()
+        self.in_memory: InMemoryPolicy | None = None  # build_dataset sets the run's policy
+        self._tensors: SplitTensors | None = None
+        self._kept = False
 
     # -- record hooks (per dataset) --------------------------------------------------------
     def get_text(self, record: dict[str, Any]) -> str:
@@ -386,6 +390,25 @@ class MMFDataset(Dataset):
         sample["dataset_name"] = self.name
         sample["dataset_type"] = self.dataset_type
         return sample
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]] | CollatedBatch:
+        """A batch for torch's fetcher: from the split kept in memory when the policy allows
+        (benchmark/data/in_memory.py), else sample by sample."""
+        if self.in_memory is not None and not self._kept:
+            self._keep_in_memory()
+        if self._tensors is not None:
+            return self._tensors.batch_of(indices)
+        return [self[i] for i in indices]
+
+    def _keep_in_memory(self) -> None:
+        from benchmark.data.build import trim_padding
+
+        self._kept = True
+        assert self.in_memory is not None
+        first = self[0]
+        if self.in_memory.keeps(first, len(self)):
+            self.tokenized.prepare([entry.text for entry in self.entries])
+            self._tensors = SplitTensors([first, *(self[i] for i in range(1, len(self)))], trim_padding)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, size={len(self)})"

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from benchmark.config.loader import weighting_of
 from benchmark.data.base import MMFDataset
+from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy
 from benchmark.errors import ConfigError, DataError
 from benchmark.registry import registry
 
@@ -80,7 +81,12 @@ def build_dataset(config: Any, split: str) -> MMFDataset:
             f"dataset_config.{name} is missing from the config; the dataset's YAML "
             f"(benchmark/config/datasets/{name}.yaml) defines it."
         )
-    dataset_cls = registry.get_dataset(name)
+    dataset = _construct(config, registry.get_dataset(name), dataset_config, name, split)
+    dataset.in_memory = InMemoryPolicy.from_config(config)
+    return dataset
+
+
+def _construct(config: Any, dataset_cls: type[MMFDataset], dataset_config: Any, name: str, split: str) -> MMFDataset:
     if split in ("val", "test"):
         return dataset_cls(dataset_config, split, name=name)
 
@@ -109,8 +115,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     padding-invariant (tests/models check it), so trimming columns that are padding for the
     whole batch changes no output and saves most of the compute.
     """
-    batch = default_collate(samples)
-    return trim_padding(batch)
+    if isinstance(samples, CollatedBatch):  # the split is in memory: already stacked
+        return trim_padding(dict(samples))
+    return trim_padding(default_collate(samples))
 
 
 def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:

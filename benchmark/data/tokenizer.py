@@ -104,19 +104,30 @@ class BertTokenizerProcessor:
         return int(self.tokenizer.vocab_size)
 
     def __call__(self, text: str) -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(
-            str(text),
+        encoded = self._encode(str(text))
+        return {
+            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
+            "input_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
+            "segment_ids": torch.tensor(encoded["token_type_ids"], dtype=torch.long),
+        }
+
+
+    def encode_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The same ids as calling the processor text by text, in one call of the fast
+        tokenizer: ~10x less time for a split (tests/data/test_in_memory.py compares them)."""
+        encoded = self._encode([str(t) for t in texts])
+        return {key: np.asarray(encoded[source], dtype=np.int64) for key, source in
+                (("input_ids", "input_ids"), ("input_mask", "attention_mask"), ("segment_ids", "token_type_ids"))}
+
+    def _encode(self, text: str | list[str]) -> Any:
+        return self.tokenizer(
+            text,
             max_length=self.max_seq_length,
             truncation=True,
             padding="max_length",
             return_token_type_ids=True,
             return_attention_mask=True,
         )
-        return {
-            "input_ids": torch.tensor(encoded["input_ids"], dtype=torch.long),
-            "input_mask": torch.tensor(encoded["attention_mask"], dtype=torch.long),
-            "segment_ids": torch.tensor(encoded["token_type_ids"], dtype=torch.long),
-        }
 
 
 class TokenizedTexts:
@@ -135,6 +146,17 @@ class TokenizedTexts:
         self.input_mask = np.zeros((count, length), dtype=np.uint8)
         self.segment_ids = np.zeros((count, length), dtype=np.uint8)
         self.done = np.zeros(count, dtype=bool)
+
+    def prepare(self, texts: list[str]) -> None:
+        """Tokenize every text not done yet in one batched call (before a whole pass)."""
+        todo = np.flatnonzero(~self.done)
+        if todo.size == 0:
+            return
+        encoded = self.processor.encode_many([texts[i] for i in todo])
+        self.input_ids[todo] = encoded["input_ids"]
+        self.input_mask[todo] = encoded["input_mask"]
+        self.segment_ids[todo] = encoded["segment_ids"]
+        self.done[todo] = True
 
     def __call__(self, index: int, text: str) -> dict[str, torch.Tensor]:
         if not self.done[index]:

@@ -22,6 +22,8 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "env",
     "config_file",
     "training.num_workers",
+    "training.in_memory",
+    "training.in_memory_max_mb",
     "training.threads",
     "training.device",
     "training.log_interval",
