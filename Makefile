@@ -31,6 +31,7 @@ help:
 	@echo "make reproduce-table2     set up, generate data, train the grid, build tables/figures/report"
 	@echo "make reproduce-saliency   / reproduce-ablations: the saliency and ablation grids, then analysis"
 	@echo "make reproduce-efficiency the efficiency grid (3 families x 3 sizes x 3 methods), its tables, Pareto figure, report"
+	@echo "make remeasure-efficiency re-measure the efficiency runs' latency on a quiet machine (interleaved), tables, report"
 	@echo "make reproduce-robustness robustness curves of the Table 2 runs (missing/noisy modalities), table, figure, report"
 	@echo "make tables | figures | report   rebuild outputs from the existing run store"
 	@echo "make lint                 ruff check"
@@ -71,7 +72,7 @@ ANALYZE = $(RUN_ENV) $(MSD) analyze
 ANALYZE_ARGS = --out $(RESULTS) --scale $(SCALE)
 MSD_DATASETS := hateful_memes mmimdb visual_entailment vqa2 easy_vqa
 
-.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations reproduce-efficiency reproduce-robustness tables figures report
+.PHONY: data reproduce-table2 reproduce-saliency reproduce-ablations reproduce-efficiency remeasure-efficiency reproduce-robustness tables figures report
 
 # The embedded default data, once (a no-op when up to date). Real MMF data (DATA_DIR=...) is
 # never generated over; the grids generate only what is missing there (easy_vqa) and the
@@ -102,6 +103,14 @@ reproduce-ablations: data
 # figure, then the report page (which shows whatever tables and figures exist).
 reproduce-efficiency: data
 	$(GRID_RUN) experiments/efficiency.yaml
+	$(ANALYZE) efficiency $(ANALYZE_ARGS)
+	$(ANALYZE) report $(ANALYZE_ARGS)
+
+# The efficiency runs' latency and memory measured again on a quiet machine, the runs
+# interleaved (docs/efficiency.md, "Re-measuring on a quiet machine"); trains nothing. Runs
+# already re-measured are skipped: REMEASURE_ARGS=--force measures them all again.
+remeasure-efficiency: data
+	$(RUN_ENV) $(MSD) cost remeasure experiments/efficiency.yaml --scale $(SCALE) $(REMEASURE_ARGS)
 	$(ANALYZE) efficiency $(ANALYZE_ARGS)
 	$(ANALYZE) report $(ANALYZE_ARGS)
 

@@ -9,7 +9,11 @@ shown as missing, never invented.
 Inputs are what every run records: ``summary.json`` (``cost`` from
 :mod:`benchmark.train.cost`, ``train_time_s``, the test headline metric, the device) and, for
 the distillation cost, the teacher cache's ``meta.json`` (``build.time_s``). Nothing is
-re-measured here.
+re-measured here. Where a run has ``cost_remeasured.json`` (``msd cost remeasure``: its
+latency and memory measured again later, interleaved with the grid's other runs, on a quiet
+machine; :mod:`benchmark.train.cost_remeasure`), its latency and memory come from there
+instead of from the end of training, under the load of the other runs training beside it;
+the table's note says how many runs were re-measured, when and under what load.
 
 * ``efficiency`` — per dataset, family, size and method: parameters, FLOPs per sample, CPU
   latency per sample at batch 1 and 64 (median [IQR] of N one-thread calls), peak memory at
@@ -51,6 +55,7 @@ def grid_runs(grid: str | Path, scale: str, save_dir: str | Path, extra_args: It
     from benchmark.config.loader import size_preset
     from benchmark.grid.cells import expand
     from benchmark.grid.spec import load_grid
+    from benchmark.train.cost_remeasure import read_remeasured
 
     cells = expand(load_grid(grid, scale), extra_args).cells
     rows = []
@@ -66,7 +71,7 @@ def grid_runs(grid: str | Path, scale: str, save_dir: str | Path, extra_args: It
             "completed": summary.get("status") == "completed",
         }
         if row["completed"]:
-            row.update(run_figures(summary))
+            row.update(run_figures(summary, read_remeasured(Path(save_dir) / cell.run_id)))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -78,21 +83,40 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def run_figures(summary: dict) -> dict[str, Any]:
-    """The figures of one completed run's summary that the tables use (NaN where absent)."""
+REMEASURED, END_OF_RUN = "remeasured", "end of run"
+END_OF_RUN_MARK = "¶"  # a latency from the end of training in a table that also has re-measured ones
+
+
+def run_figures(summary: dict, remeasured: dict | None = None) -> dict[str, Any]:
+    """The figures of one completed run that the tables use (NaN where absent): its summary's,
+    with the CPU latency and memory of ``remeasured`` (its ``cost_remeasured.json``) preferred
+    when given. Parameters and FLOPs are the summary's (the architecture's; the re-measurement
+    recounts them and records whether they match)."""
     cost = summary.get("cost") or {}
-    cpu = cost.get("cpu") or {}
+    source = REMEASURED if remeasured and (remeasured.get("cpu") or {}).get("latency") else END_OF_RUN
+    cpu = (remeasured["cpu"] if source == REMEASURED else cost.get("cpu")) or {}
     latency = cpu.get("latency") or {}
     memory = cpu.get("peak_memory_bytes") or {}
+    extra = remeasured if source == REMEASURED else {}
+    load = extra.get("load_average") or {}
 
     def lat(size: str, key: str) -> float:
         return float((latency.get(size) or {}).get(key, math.nan))
 
+    def load1(when: str) -> float:
+        values = load.get(when)
+        return float(values[0]) if values else math.nan
+
     return {
         "metric": float((summary.get("headline") or {}).get("test") or math.nan),
         "headline_metric": summary.get("headline_metric"),
-        "params": float(cost.get("params", summary.get("model_params")) or math.nan),
-        "flops": float(cost.get("flops_per_sample", math.nan)),
+        "params": float(cost.get("params", summary.get("model_params", extra.get("params"))) or math.nan),
+        "flops": float(cost.get("flops_per_sample", extra.get("flops_per_sample", math.nan))),
+        "lat_source": source,
+        "remeasured_at": extra.get("created_at"),
+        "remeasure_load_start": load1("start"), "remeasure_load_end": load1("end"),
+        "remeasure_rounds": (extra.get("interleave") or {}).get("rounds"),
+        "remeasure_cpu": (extra.get("machine") or {}).get("cpu"),
         "lat1_ms": lat("1", "per_sample_ms"), "lat1_iqr_ms": lat("1", "per_sample_iqr_ms"),
         "lat64_ms": lat("64", "per_sample_ms"), "lat64_iqr_ms": lat("64", "per_sample_iqr_ms"),
         "repeats": (latency.get("1") or {}).get("repeats"),
@@ -116,7 +140,7 @@ def points(runs: pd.DataFrame) -> pd.DataFrame:
         done = group[group["completed"]]
         rec: dict[str, Any] = dict(zip(keys, key, strict=True))
         rec.update({col: math.nan for col in FIGURE_COLUMNS}, metric_sd=math.nan, headline_metric=None, repeats=None,
-                   n=len(done), expected=len(group), run_ids=" ".join(done["run_id"]))
+                   n=len(done), expected=len(group), run_ids=" ".join(done["run_id"]), lat_source=None)
         if len(done):
             metric = done["metric"].astype(float)
             rec["metric"] = metric.mean()
@@ -125,6 +149,8 @@ def points(runs: pd.DataFrame) -> pd.DataFrame:
                 rec[col] = done[col].astype(float).median()
             rec["headline_metric"] = next(iter(done["headline_metric"].dropna()), None)
             rec["repeats"] = next(iter(done["repeats"].dropna()), None)
+            sources = set(done["lat_source"]) if "lat_source" in done else {END_OF_RUN}
+            rec["lat_source"] = next(iter(sources)) if len(sources) == 1 else "mixed"
         out.append(rec)
     frame = pd.DataFrame(out)
     if frame.empty:
@@ -149,9 +175,47 @@ def _with_iqr(median: float, iqr: float) -> str:
     return MISSING_TEXT if math.isnan(median) else f"{median:.3f} [{iqr:.3f}]"
 
 
-def build_efficiency(pts: pd.DataFrame) -> Table:
+def latency_note(runs: pd.DataFrame | None) -> str:
+    """Where the table's latencies come from: how many completed runs were re-measured with
+    ``msd cost remeasure``, when, on what CPU and under what load; the others were measured at
+    the end of training, beside the grid's other runs."""
+    done = runs[runs["completed"]] if runs is not None and "completed" in runs else pd.DataFrame()
+    base = ("Latency depends on the machine and its load: re-measure the finished runs on a quiet machine, "
+            "interleaved, with `msd cost remeasure <grid.yaml>` (docs/efficiency.md).")
+    if done.empty or "lat_source" not in done or not (done["lat_source"] == REMEASURED).any():
+        return "Latency and memory measured at the end of each run, while other runs trained beside it. " + base
+    again = done[done["lat_source"] == REMEASURED]
+    dates = sorted({str(d)[:10] for d in again["remeasured_at"].dropna()})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}" if dates else "date unknown"
+
+    def load_range(column: str) -> str:
+        values = again[column].dropna().astype(float)
+        if values.empty:
+            return "n/a"
+        low, high = values.min(), values.max()
+        return f"{low:.2f}" if low == high else f"{low:.2f}-{high:.2f}"
+
+    rounds = sorted({int(r) for r in again["remeasure_rounds"].dropna()})
+    cpus = sorted({str(c) for c in again["remeasure_cpu"].dropna()})
+    text = (f"Latency and memory of {len(again)} of {len(done)} completed runs re-measured after training "
+            f"(`msd cost remeasure`: the runs interleaved, {'/'.join(map(str, rounds)) or '?'} rounds, one thread; "
+            f"{when}{', ' + ', '.join(cpus) if cpus else ''}; 1-min load average {load_range('remeasure_load_start')} "
+            f"at start, {load_range('remeasure_load_end')} at end)")
+    if len(again) < len(done):
+        text += (f"; the other {len(done) - len(again)} measured at the end of training, beside the grid's other "
+                 f"runs ({END_OF_RUN_MARK}: a point with at least one such run). " + base)
+    else:
+        text += "."
+    return text
+
+
+def build_efficiency(pts: pd.DataFrame, runs: pd.DataFrame | None = None) -> Table:
+    """The efficiency table; ``runs`` (the grid's run frame) lets its note say where the
+    latencies came from (:func:`latency_note`)."""
     header = ["Family", "Size", "Model", "Params", "MFLOPs/sample", "CPU ms/sample @1 [IQR]",
               "CPU ms/sample @64 [IQR]", "Peak MB @64", "Test ×100", "Δ teacher"]
+    sources = set(pts["lat_source"].dropna()) if "lat_source" in pts else set()
+    mark_end_of_run = REMEASURED in sources and len(sources) > 1
     blocks = []
     for dataset, group in pts.groupby("dataset", sort=False):
         rows = []
@@ -162,20 +226,23 @@ def build_efficiency(pts: pd.DataFrame) -> Table:
                              Display(MISSING_TEXT, marks=MISSING)])
                 continue
             sd = "n/a" if math.isnan(r["metric_sd"]) else f"{100 * r['metric_sd']:.2f}"
+            mark = END_OF_RUN_MARK if mark_end_of_run and r.get("lat_source") != REMEASURED else ""
             rows.append([
                 Display(r["family"]), Display(r["size"]), Display(r["row"]),
                 Display(f"{r['params'] / 1e6:.2f}M"), Display(_num(r["flops"] / 1e6, ".3f")),
-                Display(_with_iqr(r["lat1_ms"], r["lat1_iqr_ms"])), Display(_with_iqr(r["lat64_ms"], r["lat64_iqr_ms"])),
+                Display(_with_iqr(r["lat1_ms"], r["lat1_iqr_ms"]), marks=mark),
+                Display(_with_iqr(r["lat64_ms"], r["lat64_iqr_ms"]), marks=mark),
                 Display(_num(r["mem64_mb"], ".1f")), Display(f"{100 * r['metric']:.2f} ± {sd} ({r['n']})"),
                 Display(MISSING_TEXT if r["method"] == "teacher" else _num(100 * r["delta_teacher"], "+.2f")),
             ])
         blocks.append(Block(f"{spec.DATASET_TITLES.get(dataset, dataset)} {metric_name}".strip(), header, rows))
     notes = [
-        "Cost of the multi view, measured at the end of each run on its evaluated weights (benchmark/train/cost.py): "
+        "Cost of the multi view on each run's evaluated weights (benchmark/train/cost.py): "
         "FLOPs of matrix products, convolutions and attention per sample (2 per multiply-add); latency per sample "
         "on the CPU with one thread, median [IQR] of N timed calls after warm-up (N in the CSV); peak memory = "
         "weights + input batch + the forward pass's peak live tensors. Test metric ×100, mean ± sd over seeds (n); "
-        "Δ teacher: minus the same family's teacher. Latency depends on the machine and its load.",
+        "Δ teacher: minus the same family's teacher.",
+        latency_note(runs),
     ]
     if (pts["n"] == 0).any():
         notes.append(f"{MISSING} missing: no completed run for this cell of the grid.")
@@ -267,6 +334,17 @@ def pareto_front(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:
 AXES = (("lat1_ms", "CPU latency per sample, batch 1 (ms, log)"), ("flops", "FLOPs per sample (log)"))
 
 
+def latency_axis_label(pts: pd.DataFrame) -> str:
+    """The latency axis says where its figures came from when any point was re-measured."""
+    label = AXES[0][1]
+    sources = list(pts["lat_source"].dropna()) if "lat_source" in pts else []
+    again = sum(s == REMEASURED for s in sources)
+    if not again:
+        return label
+    return label + ("\nre-measured, interleaved" if again == len(sources)
+                    else f"\n{again} of {len(sources)} points re-measured")
+
+
 def pareto_figure(pts: pd.DataFrame):
     """Metric vs latency and vs FLOPs, one row per dataset; or why it cannot be drawn."""
     import matplotlib
@@ -297,7 +375,8 @@ def pareto_figure(pts: pd.DataFrame):
             front = sub[pareto_front(sub[column], sub["metric"])].sort_values(column)
             ax.plot(front[column], 100 * front["metric"], color="black", lw=1, ls="--", zorder=0)
             ax.scatter(front[column], 100 * front["metric"], s=160, facecolor="none", edgecolor="black", lw=1)
-            ax.set(xscale="log", xlabel=label, ylabel=f"test {metric} ×100",
+            ax.set(xscale="log", xlabel=latency_axis_label(drawn) if column == "lat1_ms" else label,
+                   ylabel=f"test {metric} ×100",
                    title=f"{spec.DATASET_TITLES.get(dataset, dataset)}")
             # a narrow log range labels every minor tick ("3×10^-1 4×10^-1 ...") and they overlap
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -321,7 +400,8 @@ def build_efficiency_outputs(runs: pd.DataFrame, out: str | Path) -> dict[str, A
 
     out = Path(out)
     pts = points(runs)
-    tables = {"efficiency": build_efficiency(pts), "distillation_cost": build_distillation_cost(distillation_costs(runs))}
+    tables = {"efficiency": build_efficiency(pts, runs),
+              "distillation_cost": build_distillation_cost(distillation_costs(runs))}
     for table in tables.values():
         write_table(table, out / "tables")
     figures = out / "figures"

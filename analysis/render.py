@@ -111,7 +111,7 @@ def to_markdown(table: Table) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _TEX_SYMBOLS = {"±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"$^\S$", "—": "--",
-                "τ": r"$\tau$", "ρ": r"$\rho$", "−": "$-$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}
+                "τ": r"$\tau$", "ρ": r"$\rho$", "−": "$-$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$", "¶": r"$^\P$"}
 
 
 def tex_escape(text: str) -> str:

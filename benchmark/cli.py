@@ -21,6 +21,7 @@ from analysis.cli import analyze_app
 from benchmark.errors import UserError
 from benchmark.grid.cli import grid_app, wandb_app
 from benchmark.hpo.cli import hpo_app
+from benchmark.train.cost_cli import cost_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="MSD benchmark suite (MMF-style).")
 data_app = typer.Typer(no_args_is_help=True, help="Make or inspect datasets in MMF's layout.")
@@ -35,6 +36,7 @@ app.add_typer(grid_app, name="grid")
 app.add_typer(wandb_app, name="wandb")
 app.add_typer(hpo_app, name="hpo")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(cost_app, name="cost")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -149,11 +149,21 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int,
         fn()
         sync()
         times.append(clock() - start)
+    return timing_of(times, warmup)
+
+
+def timing_of(times: Sequence[float], warmup: int) -> Timing:
+    """The median and inclusive quartiles of timed calls (:func:`statistics.quantiles`; one
+    call: all three are that call). Also pools the passes of several timed blocks
+    (``msd cost remeasure``), so both summarise timings the same way."""
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("no timed calls to summarise")
     if len(times) == 1:
         q25 = q75 = times[0]
     else:
         q25, _, q75 = statistics.quantiles(times, n=4, method="inclusive")
-    return Timing(repeats, warmup, statistics.median(times), q25, q75, tuple(times))
+    return Timing(len(times), warmup, statistics.median(times), q25, q75, tuple(times))
 
 
 def latency_record(timing: Timing, batch_size: int) -> dict[str, Any]:
@@ -287,14 +297,19 @@ def device_figures(model: nn.Module, batches: Mapping[int, dict], device: torch.
                    settings: CostSettings) -> dict[str, Any]:
     """Latency and peak memory of ``model`` (already on ``device``) at each batch size."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    weights = tensor_bytes(model)
     latency, memory = {}, {}
     for size, batch in batches.items():
         batch = to_device(batch, device)
         call = lambda b=batch: model.forward_views(b, (VIEW,))  # noqa: E731
         latency[str(size)] = latency_record(time_calls(call, settings.repeats, settings.warmup, sync=sync), size)
-        memory[str(size)] = weights + tensor_bytes(batch) + peak_forward_bytes(call, device)
+        memory[str(size)] = peak_memory_bytes(model, batch, device)
     return {"device": str(device), "latency": latency, "peak_memory_bytes": memory}
+
+
+def peak_memory_bytes(model: nn.Module, batch: dict, device: torch.device) -> int:
+    """Weights + the input batch (already on ``device``) + the peak of one multi-view forward pass."""
+    return tensor_bytes(model) + tensor_bytes(batch) + peak_forward_bytes(
+        lambda: model.forward_views(batch, (VIEW,)), device)
 
 
 def measure_cost(model: nn.Module, dataset: Any, device: torch.device, settings: CostSettings) -> dict[str, Any]:

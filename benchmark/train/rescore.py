@@ -360,11 +360,7 @@ def score_checkpoint_variants(
     device = resolve_device(str(c.training.device))
     precision = build_precision(bool(c.training.get("fp16", False)), str(c.training.get("amp_dtype", "float16")), device)
     datasets = {split: build_dataset(c, split) for split in splits}
-    payload = load_checkpoint(checkpoint_path)
-    state = _model_state(payload, checkpoint_path)
-    info = _trained_info(payload, datasets, checkpoint_path)
-    model = build_model(c, info)
-    load_weights_strict(model, state, str(checkpoint_path))
+    model, info, payload = load_run_model(c, checkpoint_path, datasets)
     model.to(device)
 
     metric_names = [str(m) for m in (c.evaluation.metrics or dataset_node(c).metrics)]
@@ -388,6 +384,20 @@ def score_checkpoint_variants(
         scored[name] = ScoredCheckpoint(metrics, pd.concat(frames, ignore_index=True),
                                         None if step is None else int(step))
     return scored
+
+
+def load_run_model(config: DictConfig, checkpoint_path: Path,
+                   datasets: Mapping[str, Any]) -> tuple[torch.nn.Module, DatasetInfo, Any]:
+    """(model, dataset info, checkpoint payload): the run's model built from ``config`` with the
+    checkpoint's weights loaded strictly, on the CPU, after checking that ``datasets`` (split ->
+    dataset) match the data it was trained on. Shared by re-scoring and ``msd cost remeasure``,
+    so both evaluate exactly the weights training evaluated."""
+    payload = load_checkpoint(checkpoint_path)
+    state = _model_state(payload, checkpoint_path)
+    info = _trained_info(payload, datasets, checkpoint_path)
+    model = build_model(config, info)
+    load_weights_strict(model, state, str(checkpoint_path))
+    return model, info, payload
 
 
 REPLAY_BUDGET_BYTES = 512 * 2**20
