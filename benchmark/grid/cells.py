@@ -57,8 +57,9 @@ class ExpandedGrid:
     def by_name(self) -> dict[str, Cell]:
         return {c.name: c for c in self.cells}
 
-    def select(self, patterns: str | Sequence[str] | None) -> list[Cell]:
-        """Cells matching any glob (``hateful_memes/*``), plus the teachers they need."""
+    def select(self, patterns: str | Sequence[str] | None, *, with_teachers: bool = True) -> list[Cell]:
+        """Cells matching any glob (``hateful_memes/*``), plus the teachers they need (to train
+        them); ``with_teachers=False`` keeps only the matching cells (to measure them)."""
         if not patterns:
             return list(self.cells)
         pats = [p.strip() for p in (patterns.split(",") if isinstance(patterns, str) else patterns) if p.strip()]
@@ -67,7 +68,8 @@ class ExpandedGrid:
             raise GridError(f"--only {','.join(pats)} matches no cell of {self.spec.name}; "
                             f"names look like {self.cells[-1].name if self.cells else '-'}.")
         by_name = self.by_name()
-        chosen |= {by_name[n].teacher for n in chosen if by_name[n].teacher}
+        if with_teachers:
+            chosen |= {by_name[n].teacher for n in chosen if by_name[n].teacher}
         return [c for c in self.cells if c.name in chosen]
 
 

@@ -73,7 +73,8 @@ def remeasure(
     warmup: int = typer.Option(2, "--warmup", help="Untimed calls before each block."),
     batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Comma-separated batch sizes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the round orders."),
-    only: str | None = typer.Option(None, "--only", help="Glob(s) over cell names, comma-separated."),
+    only: str | None = typer.Option(None, "--only", help="Glob(s) over cell names, comma-separated (only those "
+                                    "cells: their teachers are not added)."),
     only_missing: bool = typer.Option(True, "--only-missing/--force",
                                       help="Skip runs that already have cost_remeasured.json (default), or measure all."),
 ) -> None:
@@ -87,7 +88,7 @@ def remeasure(
     grid = expand(load_grid(file, scale), list(ctx.args))
     announce = lambda m: err_console.print(m, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     with RoundProgress(settings.rounds, err_console) as progress:
-        outcome = remeasure_grid(grid.select(only), settings, force=not only_missing, announce=announce,
+        outcome = remeasure_grid(grid.select(only, with_teachers=False), settings, force=not only_missing, announce=announce,
                                  on_round=progress)
     for line in outcome.not_finished:
         announce(f"{line}: not re-measured (train it with `msd grid run` first)")

@@ -13,9 +13,9 @@ import pytest
 from analysis.efficiency import (
     END_OF_RUN_MARK,
     build_efficiency,
-    build_efficiency_outputs,
     latency_axis_label,
     latency_note,
+    pareto_figure,
     points,
     run_figures,
 )
@@ -115,16 +115,23 @@ def test_a_mixed_table_marks_the_points_with_an_end_of_run_latency():
     assert r"$^\P$" in to_latex(table)
 
 
-def test_the_pareto_axis_says_where_the_latencies_came_from(tmp_path):
+def test_the_pareto_figure_uses_the_remeasured_latencies_and_says_so():
     assert latency_axis_label(points(_frame({}))) == "CPU latency per sample, batch 1 (ms, log)"
     mixed = points(_frame({0: _remeasured(1.0, 0.1, 0.3), 2: _remeasured(2.0, 0.1, 0.3)}))
     assert latency_axis_label(mixed).endswith("1 of 2 points re-measured")
-    every = _frame({i: _remeasured(1.0, 0.1, 0.3) for i in range(3)})
-    assert latency_axis_label(points(every)).endswith("re-measured, interleaved")
-    result = build_efficiency_outputs(every, tmp_path)
-    assert result["figure"]["reason"] is None and (tmp_path / "figures" / "efficiency_pareto.png").stat().st_size > 0
-    csv = pd.read_csv(tmp_path / "tables" / "efficiency.csv")
-    assert (csv["lat_source"] == "remeasured").all()
+    every = points(_frame({i: _remeasured(1.0, 0.1, 0.3) for i in range(3)}))
+    assert latency_axis_label(every).endswith("re-measured, interleaved")
+    fig = pareto_figure(every)
+    try:
+        latency_axis = fig.axes[0]
+        assert latency_axis.get_xlabel() == latency_axis_label(every)
+        xs = sorted(x for collection in latency_axis.collections for x, _ in collection.get_offsets())
+        assert 1.0 in xs and 8.0 not in xs  # the label-only student at its re-measured 1.0 ms, not its 8.0
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert (build_efficiency(every).records["lat_source"] == "remeasured").all()  # the CSV's column
 
 
 def test_read_remeasured_ignores_a_missing_or_unreadable_file(tmp_path):

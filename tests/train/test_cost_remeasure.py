@@ -212,3 +212,15 @@ def test_an_unknown_grid_file_and_bad_options_fail_before_any_work(store, tmp_pa
     assert isinstance(bad.exception, ConfigError) and "--rounds must be an integer >= 1" in str(bad.exception)
     scale = _remeasure(store, "--scale", "nosuch")
     assert isinstance(scale.exception, GridError) and "no scale 'nosuch'" in str(scale.exception)
+
+
+def test_only_measures_the_named_cells_without_their_teachers(tmp_path):
+    from benchmark.grid.cells import expand
+    from benchmark.grid.spec import load_grid
+
+    path = tmp_path / "kd.yaml"
+    path.write_text(yaml.safe_dump({"name": "kd", "base": {"model": "late_fusion"},
+                                    "axes": {"dataset": ["hateful_memes"], "method": ["teacher", "kd"], "seed": [0]}}))
+    grid = expand(load_grid(path), [f"env.data_dir={tmp_path / 'data'}", f"env.save_dir={tmp_path / 'runs'}"])
+    assert [c.name for c in grid.select("*/kd/*", with_teachers=False)] == ["hateful_memes/kd/seed0"]
+    assert len(grid.select("*/kd/*")) == 2  # training it needs its teacher: the default adds it
