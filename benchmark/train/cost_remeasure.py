@@ -347,6 +347,10 @@ def remeasure_grid(cells: Sequence[Any], settings: RemeasureSettings, *, force: 
         record = build_record(targets[rid], measured, settings, run_ids=names, load_start=outcome.load_start,
                               load_end=outcome.load_end, started_at=started_at, seconds=outcome.seconds,
                               machine=machine)
+        if record["architecture"]["matches_summary"] is False:
+            announce(f"warning: {targets[rid].name} ({rid}): the rebuilt model's parameters or FLOPs "
+                     f"({record['params']}, {record['flops_per_sample']}) differ from its summary's "
+                     f"{record['architecture']['summary']}; was the run's config or code changed since it trained?")
         path = targets[rid].run.file(REMEASURED_FILE)
         write_json_atomic(path, record)
         outcome.measured.append(rid)

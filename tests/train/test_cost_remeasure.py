@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -21,8 +23,11 @@ from benchmark.train.cost_remeasure import (
     REMEASURED_FILE,
     RemeasureError,
     RemeasureSettings,
+    Target,
+    architecture,
     interleave,
     pooled_latency,
+    remeasure_grid,
     remeasure_settings,
     round_orders,
 )
@@ -137,8 +142,9 @@ def store(tmp_path_factory):
         "axes": {"dataset": ["hateful_memes"], "seed": [0, 1]}, "data": {"size": 64}}, sort_keys=False))
     env = [f"env.data_dir={root / 'data'}", f"env.save_dir={root / 'runs'}", f"env.cache_dir={root / 'cache'}"]
     make_dataset("hateful_memes", str(expand(load_grid(path), env).cells[0].config.env.data_dir), size=64, seed=0)
-    runs = [run_experiment(cell.config, progress=False).run_dir for cell in expand(load_grid(path), env).cells]
-    return SimpleNamespace(root=root, path=path, env=env, runs=runs)
+    cells = expand(load_grid(path), env).cells  # run ids hold the data's fingerprint: expanded once it exists
+    runs = [run_experiment(cell.config, progress=False).run_dir for cell in cells]
+    return SimpleNamespace(root=root, path=path, env=env, cells=cells, runs=runs)
 
 
 def _remeasure(store, *args, env=None):
@@ -170,16 +176,20 @@ def test_remeasure_writes_a_record_next_to_each_run_and_leaves_the_summary_alone
         assert record["cpu"]["peak_memory_bytes"] == summary_cost["cpu"]["peak_memory_bytes"]  # not load-dependent
         assert len(record["load_average"]["start"]) == 3 and record["machine"]["torch"]
 
-    again = _remeasure(store)
-    assert again.exit_code == 0 and "0 measured, 2 skipped" in again.output
-    assert again.output.count("already re-measured, skipped") == 2
 
-
-def test_force_measures_again_and_the_analysis_reads_the_records(store):
+def test_measured_runs_are_skipped_unless_forced_and_the_analysis_reads_the_records(store):
     from analysis.efficiency import grid_runs
 
-    forced = _remeasure(store, "--force")
-    assert forced.exit_code == 0 and "2 measured, 0 skipped" in forced.output, forced.output
+    settings = RemeasureSettings(rounds=1, repeats=1, warmup=0, batch_sizes=(1, 64))
+    if not all(run.file(REMEASURED_FILE).exists() for run in store.runs):  # the test above writes them
+        remeasure_grid(store.cells, settings, announce=lambda m: None)
+    said = []
+    again = remeasure_grid(store.cells, settings, announce=said.append)
+    assert again.measured == [] and sorted(again.skipped) == sorted(r.run_id for r in store.runs)
+    assert sum("already re-measured, skipped" in line for line in said) == 2
+    forced = remeasure_grid(store.cells, settings, force=True, announce=lambda m: None)
+    assert sorted(forced.measured) == sorted(r.run_id for r in store.runs) and forced.skipped == []
+    assert all(json.loads(path.read_text())["interleave"]["rounds"] == 1 for path in forced.paths)
     runs = grid_runs(store.path, "default", store.root / "runs", store.env).set_index("run_id")
     for run in store.runs:
         record = json.loads(run.file(REMEASURED_FILE).read_text())
@@ -187,22 +197,28 @@ def test_force_measures_again_and_the_analysis_reads_the_records(store):
         assert runs.loc[run.run_id, "lat1_ms"] == pytest.approx(record["cpu"]["latency"]["1"]["per_sample_ms"])
 
 
+def _cells_in(store, save_dir: Path) -> list:
+    """The store's grid cells with their run store moved to ``save_dir`` (no second expansion)."""
+    from omegaconf import OmegaConf
+
+    cells = []
+    for cell in store.cells:
+        config = OmegaConf.merge(cell.config, {"env": {"save_dir": str(save_dir)}})
+        cells.append(SimpleNamespace(name=cell.name, run_id=cell.run_id, config=config))
+    return cells
+
+
 def test_a_completed_run_without_its_checkpoint_is_an_error(store, tmp_path):
-    copy = tmp_path / "runs"
-    shutil.copytree(store.root / "runs", copy)
-    (copy / store.runs[1].run_id / "checkpoint.pt").unlink()
-    env = [e for e in store.env if not e.startswith("env.save_dir=")] + [f"env.save_dir={copy}"]
-    result = _remeasure(store, env=env)
-    assert isinstance(result.exception, CheckpointError), result.output
-    assert "1 completed run(s) have no checkpoint.pt" in str(result.exception)
-    assert store.runs[1].run_id in str(result.exception) and "--only" in str(result.exception)
+    shutil.copytree(store.root / "runs", tmp_path / "runs")
+    (tmp_path / "runs" / store.runs[1].run_id / "checkpoint.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"1 completed run\(s\) have no checkpoint.pt") as error:
+        remeasure_grid(_cells_in(store, tmp_path / "runs"), RemeasureSettings(rounds=1, repeats=1))
+    assert store.runs[1].run_id in str(error.value) and "--only" in str(error.value)
 
 
 def test_a_grid_without_finished_runs_is_an_error(store, tmp_path):
-    env = [e for e in store.env if not e.startswith("env.save_dir=")] + [f"env.save_dir={tmp_path / 'empty'}"]
-    result = _remeasure(store, env=env)
-    assert isinstance(result.exception, RemeasureError), result.output
-    assert "No finished run among the 2 cell(s)" in str(result.exception) and "run is todo" in str(result.exception)
+    with pytest.raises(RemeasureError, match=r"No finished run among the 2 cell\(s\).*run is todo.*msd grid run"):
+        remeasure_grid(_cells_in(store, tmp_path / "empty"), RemeasureSettings(rounds=1, repeats=1))
 
 
 def test_an_unknown_grid_file_and_bad_options_fail_before_any_work(store, tmp_path):
@@ -224,3 +240,24 @@ def test_only_measures_the_named_cells_without_their_teachers(tmp_path):
     grid = expand(load_grid(path), [f"env.data_dir={tmp_path / 'data'}", f"env.save_dir={tmp_path / 'runs'}"])
     assert [c.name for c in grid.select("*/kd/*", with_teachers=False)] == ["hateful_memes/kd/seed0"]
     assert len(grid.select("*/kd/*")) == 2  # training it needs its teacher: the default adds it
+
+
+# -- the architecture (last: the FLOP counter's first use is slow; the runs above paid for it) --------
+class _Linear(torch.nn.Module):
+    """A model with the suite's ``forward_views`` whose FLOPs are known: 2 x 3 x 4 = 24 per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4, bias=False)
+
+    def forward_views(self, batch, views):
+        return {view: self.fc(batch["x"]) for view in views}
+
+
+@pytest.mark.parametrize("stored, same", [({"params": 12, "flops_per_sample": 24}, True),
+                                          ({"params": 12, "flops_per_sample": 48}, False), ({}, None)])
+def test_params_and_flops_are_recounted_and_compared_with_the_summary(stored, same):
+    target = Target("cell", None, _Linear(), "test", {}, {"x": torch.ones(1, 3)}, stored)
+    figures = architecture(target)
+    assert (figures["params"], figures["flops_per_sample"]) == (12, 24)
+    assert figures["architecture"]["matches_summary"] is same
