@@ -113,7 +113,7 @@ def run_figures(summary: dict, remeasured: dict | None = None) -> dict[str, Any]
         "params": float(cost.get("params", summary.get("model_params", extra.get("params"))) or math.nan),
         "flops": float(cost.get("flops_per_sample", extra.get("flops_per_sample", math.nan))),
         "lat_source": source,
-        "remeasured_at": extra.get("created_at"),
+        "remeasured_at": extra.get("created_at"), "remeasure_session": extra.get("started_at"),
         "remeasure_load_start": load1("start"), "remeasure_load_end": load1("end"),
         "remeasure_rounds": (extra.get("interleave") or {}).get("rounds"),
         "remeasure_cpu": (extra.get("machine") or {}).get("cpu"),
@@ -197,8 +197,10 @@ def latency_note(runs: pd.DataFrame | None) -> str:
 
     rounds = sorted({int(r) for r in again["remeasure_rounds"].dropna()})
     cpus = sorted({str(c) for c in again["remeasure_cpu"].dropna()})
+    sessions = again["remeasure_session"].dropna().nunique() if "remeasure_session" in again else 0
+    apart = f" in {sessions} separate commands, which share no load" if sessions > 1 else ""
     text = (f"Latency and memory of {len(again)} of {len(done)} completed runs re-measured after training "
-            f"(`msd cost remeasure`: the runs interleaved, {'/'.join(map(str, rounds)) or '?'} rounds, one thread; "
+            f"(`msd cost remeasure`: the runs interleaved{apart}, {'/'.join(map(str, rounds)) or '?'} rounds, one thread; "
             f"{when}{', ' + ', '.join(cpus) if cpus else ''}; 1-min load average {load_range('remeasure_load_start')} "
             f"at start, {load_range('remeasure_load_end')} at end)")
     if len(again) < len(done):

@@ -42,7 +42,7 @@ def _remeasured(lat1: float, load_start: float, load_end: float, day: str = "202
                     "peak_memory_bytes": {"1": 2**20, "64": 5 * 2**20}},
             "interleave": {"rounds": 7, "repeats": 5}, "load_average": {"start": [load_start, 0.5, 0.4],
                                                                          "end": [load_end, 0.5, 0.4]},
-            "machine": {"cpu": "Test CPU"}, "created_at": f"{day}T10:00:00+00:00"}
+            "machine": {"cpu": "Test CPU"}, "started_at": f"{day}T09:59:00+00:00", "created_at": f"{day}T10:00:00+00:00"}
 
 
 def test_run_figures_prefer_the_remeasured_latency_and_memory():
@@ -104,6 +104,7 @@ def test_a_mixed_table_marks_the_points_with_an_end_of_run_latency():
     note = latency_note(runs)
     assert note.startswith("Latency and memory of 2 of 3 completed runs re-measured after training")
     assert "2026-12-01 to 2026-12-02" in note
+    assert "the runs interleaved in 2 separate commands, which share no load, 7 rounds" in note
     assert f"the other 1 measured at the end of training, beside the grid's other runs ({END_OF_RUN_MARK}" in note
     pts = points(runs).set_index("method")
     assert (pts.loc["kd", "lat_source"], pts.loc["student_only", "lat_source"]) == ("mixed", "remeasured")
