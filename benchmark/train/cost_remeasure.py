@@ -40,7 +40,6 @@ from benchmark.tracking.run_store import RunDir
 from benchmark.train.checkpoint import BEST
 from benchmark.train.cost import (
     VIEW,
-    CostSettings,
     _Threads,
     count_flops,
     latency_record,
@@ -71,11 +70,6 @@ class RemeasureSettings:
     warmup: int = 2
     batch_sizes: tuple[int, ...] = (1, 64)
     seed: int = 0
-
-    @property
-    def cost(self) -> CostSettings:
-        """The same figures as :class:`CostSettings` for one timed block."""
-        return CostSettings(True, self.repeats, self.warmup, self.batch_sizes)
 
 
 def remeasure_settings(rounds: Any = 7, repeats: Any = 5, warmup: Any = 2, batch_sizes: Any = "1,64",
