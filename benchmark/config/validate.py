@@ -178,6 +178,7 @@ VALUE_RULES: tuple[Rule, ...] = (
     one_of("training.pin_memory", "auto", "true", "false"),
     one_of("training.in_memory", "auto", "true", "false"),
     positive("training.in_memory_max_mb", "the largest split kept in memory by in_memory=auto, in MiB"),
+    flag("training.in_memory_store"),
     flag("training.compile"),
     non_negative("training.clip_grad_norm", "the gradient-norm clip; 0 or null = none", nullable=True),
     at_least("training.evaluation_interval", 1, "updates between evaluations", nullable=True),

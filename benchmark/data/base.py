@@ -20,9 +20,10 @@ from torch.utils.data import Dataset
 from benchmark.data import vocab as vocab_lib
 from benchmark.data.annotations import read_annotations
 from benchmark.data.features import FeatureReader, open_feature_reader, pad_features
-from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy, SplitTensors
 from benchmark.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageTransform, find_image, load_image
+from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy, SplitTensors
 from benchmark.data.info import DatasetInfo
+from benchmark.data.split_store import SplitStore
 from benchmark.data.tokenizer import BertTokenizerProcessor, TokenizedTexts, build_text_processor
 from benchmark.errors import ConfigError, DataError
 
@@ -110,7 +111,8 @@ class MMFDataset(Dataset):
         else:
             self._init_images()
         self.info = self._build_info()
-        self.in_memory: InMemoryPolicy | None = None  # build_dataset sets the run's policy
+        self.in_memory: InMemoryPolicy | None = None  # build_dataset sets the run's policy and store
+        self.split_store: SplitStore | None = None
         self._tensors: SplitTensors | None = None
         self._kept = False
 
@@ -406,9 +408,18 @@ class MMFDataset(Dataset):
         self._kept = True
         assert self.in_memory is not None
         first = self[0]
-        if self.in_memory.keeps(first, len(self)):
-            self.tokenized.prepare([entry.text for entry in self.entries])
-            self._tensors = SplitTensors([first, *(self[i] for i in range(1, len(self)))], trim_padding)
+        if not self.in_memory.keeps(first, len(self)):
+            return
+        store = self.split_store
+        path = store.path(self) if store is not None else None
+        stored = store.load(path, self.sample_indices) if store is not None and path is not None else None
+        if stored is not None:
+            self._tensors = SplitTensors(stored)
+            return
+        self.tokenized.prepare([entry.text for entry in self.entries])
+        self._tensors = SplitTensors.from_samples([first, *(self[i] for i in range(1, len(self)))], trim_padding)
+        if store is not None and path is not None:
+            store.save(path, self._tensors.batch)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, size={len(self)})"

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from benchmark.config.loader import weighting_of
 from benchmark.data.base import MMFDataset
 from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy
+from benchmark.data.split_store import SplitStore
 from benchmark.errors import ConfigError, DataError
 from benchmark.registry import registry
 
@@ -83,6 +84,7 @@ def build_dataset(config: Any, split: str) -> MMFDataset:
         )
     dataset = _construct(config, registry.get_dataset(name), dataset_config, name, split)
     dataset.in_memory = InMemoryPolicy.from_config(config)
+    dataset.split_store = SplitStore.from_config(config)
     return dataset
 
 

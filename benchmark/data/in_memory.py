@@ -60,10 +60,14 @@ def select(value: Any, rows: torch.Tensor, positions: Sequence[int]) -> Any:
 class SplitTensors:
     """All samples of a split, collated into one batch, with its shared padding cut."""
 
-    def __init__(self, samples: list[dict[str, Any]], trim: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.size = len(samples)
-        self.batch = trim(default_collate(samples))
-        self.trim = trim
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.batch = batch
+        self.size = int(batch["sample_index"].shape[0])
+
+    @classmethod
+    def from_samples(cls, samples: list[dict[str, Any]],
+                     trim: Callable[[dict[str, Any]], dict[str, Any]]) -> SplitTensors:
+        return cls(trim(default_collate(samples)))
 
     @property
     def nbytes(self) -> int:

@@ -24,6 +24,7 @@ VOLATILE_KEYS: tuple[str, ...] = (
     "training.num_workers",
     "training.in_memory",
     "training.in_memory_max_mb",
+    "training.in_memory_store",
     "training.threads",
     "training.device",
     "training.log_interval",

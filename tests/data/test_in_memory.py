@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.data.base import MMFDataset
 from benchmark.data.build import build_dataloader, build_dataset
 from benchmark.data.in_memory import CollatedBatch, InMemoryPolicy, nbytes, parse_mode
+from benchmark.data.split_store import SplitStore
 from benchmark.errors import ConfigError
 from benchmark.train.sampler import EpochBatches
 
@@ -117,3 +119,84 @@ def test_bad_cap() -> None:
     with pytest.raises(ConfigError, match="in_memory_max_mb"):
         InMemoryPolicy("auto", 0)
     assert parse_mode(True) == "true" and parse_mode(False) == "false"
+
+
+# -- splits stored between runs ------------------------------------------------------------
+
+
+def _stored(config, split: str, store_root: Path):
+    dataset = build_dataset(config, split)
+    dataset.in_memory = InMemoryPolicy("true", 1)
+    dataset.split_store = SplitStore(store_root, config)
+    return dataset
+
+
+def _count_reads(monkeypatch) -> list[int]:
+    reads: list[int] = []
+    original = MMFDataset.__getitem__
+
+    def counting(self, idx):
+        reads.append(idx)
+        return original(self, idx)
+
+    monkeypatch.setattr(MMFDataset, "__getitem__", counting)
+    return reads
+
+
+def test_a_second_run_loads_the_stored_split(mmf_root: Path, config_for, tmp_path: Path, monkeypatch) -> None:
+    config = config_for(mmf_root, "mmimdb")
+    reads = _count_reads(monkeypatch)
+    first = _stored(config, "train", tmp_path)
+    built = list(build_dataloader(first, batch_size=3, shuffle=True, seed=1))
+    assert sorted(reads) == list(range(len(first)))  # each sample once (the policy's first is reused)
+    assert len(list(tmp_path.glob("mmimdb-train-*.pt"))) == 1
+    reads.clear()
+    second = _stored(config, "train", tmp_path)
+    loaded = list(build_dataloader(second, batch_size=3, shuffle=True, seed=1))
+    assert reads == [0]  # only the policy's sample: the rest came from the file
+    for a, b in zip(built, loaded, strict=True):
+        assert_same(a, b)
+
+
+def test_the_key_names_what_the_tensors_depend_on(mmf_root: Path, config_for, tmp_path: Path) -> None:
+    config = config_for(mmf_root, "hateful_memes")
+    store = SplitStore(tmp_path, config)
+    train, val, meta = (build_dataset(config, s) for s in ("train", "val", "meta"))
+    assert len({store.path(d) for d in (train, val, meta)}) == 3
+    fewer = config_for(mmf_root, "hateful_memes", {"dataset_config": {"hateful_memes": {"max_features": 7}}})
+    assert SplitStore(tmp_path, fewer).path(build_dataset(fewer, "val")) != store.path(val)
+    elsewhere = config_for(mmf_root, "hateful_memes", {"env": {"save_dir": "/elsewhere"}})
+    assert SplitStore(tmp_path, elsewhere).path(build_dataset(elsewhere, "val")) == store.path(val)
+
+
+def test_changed_data_is_another_split(fresh_root: Path, config_for, tmp_path: Path) -> None:
+    config = config_for(fresh_root, "hateful_memes")
+    before = SplitStore(tmp_path, config).path(build_dataset(config, "val"))
+    path = fresh_root / "datasets/hateful_memes/defaults/annotations/dev_unseen.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")  # one record fewer
+    assert SplitStore(tmp_path, config).path(build_dataset(config, "val")) != before
+
+
+def test_an_unreadable_or_foreign_file_is_rebuilt(mmf_root: Path, config_for, tmp_path: Path, monkeypatch) -> None:
+    config = config_for(mmf_root, "vqa2")
+    expected = list(build_dataloader(_stored(config, "val", tmp_path), batch_size=2))
+    (path,) = tmp_path.glob("vqa2-val-*.pt")
+    for damage in (b"not a torch file", None):
+        if damage is None:  # a readable file that lists other samples
+            torch.save({"sample_index": torch.tensor([5, 4])}, path)
+        else:
+            path.write_bytes(damage)
+        reads = _count_reads(monkeypatch)
+        dataset = _stored(config, "val", tmp_path)
+        for a, b in zip(build_dataloader(dataset, batch_size=2), expected, strict=True):
+            assert_same(a, b)
+        assert sorted(reads) == list(range(len(dataset)))  # rebuilt from the files
+        monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["sample_index"].tolist() == dataset.sample_indices  # rewritten
+
+
+def test_store_off_without_cache_dir_or_when_disabled(mmf_root: Path, config_for) -> None:
+    assert SplitStore.from_config(config_for(mmf_root, "vqa2", {"training": {"in_memory_store": False}})) is None
+    assert SplitStore.from_config(config_for(mmf_root, "vqa2", {"env": {"cache_dir": None}})) is None
+    assert SplitStore.from_config(config_for(mmf_root, "vqa2")) is not None
