@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A config's default cache folder is ``results/cache`` under the working directory: tests
+    that build datasets or teachers from the defaults would write stored splits and fingerprint
+    sidecars into the checkout. They get a temporary one (fixtures that set their own win)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 class InterruptAfterUpdate:

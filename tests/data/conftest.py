@@ -283,14 +283,6 @@ def config_for() -> Callable[..., DictConfig]:
     return make_config
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Stored splits and fingerprint sidecars go to a temporary folder, not the checkout's results/."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MSD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 @pytest.fixture(autouse=True)
 def _close_lmdb() -> Any:
     """Each test starts without open LMDB handles, so a damaged copy is really reopened."""
