@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import default_collate
 
 from benchmark.errors import ConfigError
+from benchmark.train.cost import tensor_bytes
 
 MODES = ("auto", "true", "false")
 
@@ -34,15 +35,7 @@ class CollatedBatch(dict):
     """A batch already collated by the dataset (``collate`` must not collate it again)."""
 
 
-def nbytes(value: Any) -> int:
-    """Bytes held by the tensors of a (nested) sample or batch."""
-    if isinstance(value, torch.Tensor):
-        return value.element_size() * value.numel()
-    if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    return 0
+nbytes = tensor_bytes  # bytes held by the tensors of a (nested) sample or batch
 
 
 def select(value: Any, rows: torch.Tensor, positions: Sequence[int]) -> Any:
