@@ -14,12 +14,11 @@ their spread and the machine's load at start and end::
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from interleave import interleave, print_load, spread, timed
+from interleave import finish, interleave, print_load, spread, timed
 
 from benchmark.config.loader import build_config
 from benchmark.data.build import build_dataset
@@ -70,10 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
               "seconds": {name: spread(values).to_dict() for name, values in times.items()}}
     for name, values in times.items():
         print(f"{name:24s} measure_cost {spread(values).format('{:.3f}')} s")
-    result["load_end"] = str(print_load("end"))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":

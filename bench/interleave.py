@@ -22,10 +22,12 @@ block of several steps and return their sum).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -202,3 +204,12 @@ def print_load(label: str, snapshot: LoadSnapshot | None = None) -> LoadSnapshot
     snapshot = snapshot or load_snapshot()
     print(f"machine at {label}: {snapshot}", flush=True)
     return snapshot
+
+
+def finish(result: dict, json_path: Path | None) -> dict:
+    """A benchmark's last step: the load at its end into ``result``, which is also written as
+    JSON to ``json_path`` when one is given."""
+    result["load_end"] = str(print_load("end"))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1))
+    return result

@@ -20,13 +20,12 @@ each ratio is taken within a round, then summarised by its median and spread::
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from interleave import interleave, print_load, ratio_summary, spread
+from interleave import finish, interleave, print_load, ratio_summary, spread
 
 from benchmark.config.loader import build_config
 from benchmark.data.build import build_dataloader, build_dataset
@@ -126,10 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value in result["ratios"].items():
         print(f"{name:40s} {value.format('{:.3f}')}")
     result["ratios"] = {k: v.to_dict() for k, v in result["ratios"].items()}
-    result["load_end"] = str(print_load("end"))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
-    return result
+    return finish(result, args.json)
 
 
 if __name__ == "__main__":
