@@ -16,7 +16,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config.loader import canonical_arg, flatten_keys, load_config, parse_value, resolve, resolve_tree
+from benchmark.config.loader import (
+    canonical_arg,
+    flatten_keys,
+    load_config,
+    parse_value,
+    resolve,
+    resolve_tree,
+)
 from benchmark.errors import ConfigError
 from benchmark.grid.spec import (
     AXIS_ALIASES,

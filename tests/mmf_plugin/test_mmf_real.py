@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config.loader import build_config, dataset_node
+from benchmark.config.loader import build_config
 from benchmark.data.build import build_dataset
 from benchmark.data.make import make_dataset
 from benchmark.mmf_plugin.offline import write_tokenizer
