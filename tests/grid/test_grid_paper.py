@@ -93,6 +93,7 @@ def test_paper_cells_are_what_msd_run_builds_from_their_command_lines(paper):
         assert reference == cell.config and compute_run_id(reference) == cell.run_id
 
 
+@pytest.mark.slow  # 1-2.5 min on 2 cores: every cell of the paper grid trains (make test-all)
 def test_paper_smoke_scale_trains_every_cell_on_cpu(tmp_path, grid_tools):
     report = run_grid(PAPER, scale="smoke", extra_args=grid_tools.env_args(tmp_path), workers=2)
     assert report.exit_code == 0, [(t, s.error, s.log) for t, s in report.states.items() if s.error]

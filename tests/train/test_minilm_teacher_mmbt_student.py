@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmark.config.loader import build_config
@@ -14,6 +15,7 @@ from benchmark.models.pretrained import load_bert
 from benchmark.train.trainer import run_experiment
 
 
+@pytest.mark.slow  # 1-1.5 min on 2 cores: two real-weight runs and a cache (make test-all)
 def test_minilm_visual_bert_teacher_distils_into_an_mmbt_student_through_the_cache(tmp_path):
     make_dataset("hateful_memes", tmp_path / "data", size=64, seed=0)
     common = [f"env.data_dir={tmp_path / 'data'}", f"env.save_dir={tmp_path / 'runs'}", f"env.cache_dir={tmp_path / 'cache'}",
