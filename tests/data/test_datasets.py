@@ -120,14 +120,31 @@ def test_easy_vqa_pixels(mmf_root: Path, config_for) -> None:
         config_for(mmf_root, "easy_vqa", {"data": {"meta_split": {"fraction": 0.0}}}), "train"
     )
     info = dataset.info
-    assert (info.modality, info.image_size, info.feature_dim, info.task) == ("pixels", 64, 0, "soft_score")
+    # The default reads the 64x64 PNGs at 32x32 (datasets/easy_vqa.yaml, image_size).
+    assert (info.modality, info.image_size, info.feature_dim, info.task) == ("pixels", 32, 0, "soft_score")
     assert info.num_labels == 9  # 8 answers + <unk>
     for i in range(2):  # an RGB and a grayscale PNG
         sample = dataset[i]
         assert set(sample) == CONTRACT_KEYS | {"image"}
-        assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.float32
+        assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
     assert dataset[0]["targets"][info.label_names.index("circle")] == 1.0
-    assert build_dataset(config_for(mmf_root, "easy_vqa"), "test")[0]["image"].shape == (3, 64, 64)  # RGBA
+    assert build_dataset(config_for(mmf_root, "easy_vqa"), "test")[0]["image"].shape == (3, 32, 32)  # RGBA
+
+
+def test_easy_vqa_native_size_reads_without_resizing(mmf_root: Path, config_for) -> None:
+    """image_size: 64 is the PNGs' own size: pixels pass through unresized, unlike the default."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (64, 64), (0, 0, 0))
+    ImageDraw.Draw(picture).rectangle((8, 8, 39, 39), fill=(255, 255, 255))  # a shape off-centre
+    picture.save(mmf_root / "datasets" / "easy_vqa" / "defaults" / "images" / "test_0.png")
+    native = build_dataset(config_for(mmf_root, "easy_vqa", {"dataset_config": {"easy_vqa": {"image_size": 64}}}), "test")
+    small = build_dataset(config_for(mmf_root, "easy_vqa"), "test")
+    big, little = native[0]["image"], small[0]["image"]
+    assert native.info.image_size == 64 and big.shape == (3, 64, 64)
+    # The 32x32 image is a smoothed 2x2 downsampling of the native one, not a crop of it.
+    pooled = torch.nn.functional.avg_pool2d(big.unsqueeze(0), 2).squeeze(0)
+    assert (pooled - little).abs().mean() < 0.1 < (big[:, :32, :32] - little).abs().mean()
 
 
 def test_sample_index_spans_concatenated_files(mmf_root: Path, config_for) -> None:
