@@ -108,9 +108,12 @@ reproduce-efficiency: data
 
 # The efficiency runs' latency and memory measured again on a quiet machine, the runs
 # interleaved (docs/efficiency.md, "Re-measuring on a quiet machine"); trains nothing. Runs
-# already re-measured are skipped: REMEASURE_ARGS=--force measures them all again.
+# already re-measured are skipped: REMEASURE_ARGS=--force measures them all again. 30 rounds
+# (~5 min for the 60 runs on 2 cores) put runs of one architecture within 5 % of each other;
+# the command's own default of 7 left them up to 20 % apart.
+REMEASURE_ROUNDS ?= 30
 remeasure-efficiency: data
-	$(RUN_ENV) $(MSD) cost remeasure experiments/efficiency.yaml --scale $(SCALE) $(REMEASURE_ARGS)
+	$(RUN_ENV) $(MSD) cost remeasure experiments/efficiency.yaml --scale $(SCALE) --rounds $(REMEASURE_ROUNDS) $(REMEASURE_ARGS)
 	$(ANALYZE) efficiency $(ANALYZE_ARGS)
 	$(ANALYZE) report $(ANALYZE_ARGS)
 
