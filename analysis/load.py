@@ -214,6 +214,7 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         "variant_label": variant_label(variant),
         "setting": setting_of(flat, dataset),
         "task": info.get("task"),
+        "image_size": info.get("image_size") or None,  # pixel datasets: the side the images are read at
         "headline_metric": summary.get("headline_metric"),
         "model_params": summary.get("model_params"),
         "finished_at": summary.get("finished_at"),

@@ -50,7 +50,11 @@ def _sizes(runs: pd.DataFrame) -> str:
             if len(hold) == 1 and hold[0]:
                 part += f" (less {hold[0]:.0%} held out for the meta split)"
         parts.append(f"{split} {part}")
-    return " / ".join(parts) + " samples"
+    text = " / ".join(parts) + " samples"
+    sides = _values(runs.get("image_size", []))
+    if sides:  # pixel data: the resolution is part of the recipe (easy-VQA is read at 32x32)
+        text += ", images " + "/".join(f"{side}x{side}" for side in sides)
+    return text
 
 
 def _epochs(runs: pd.DataFrame) -> str:

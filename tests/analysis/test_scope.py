@@ -82,6 +82,21 @@ def test_split_sizes_come_from_the_generator_manifest(tmp_path):
     assert sizes == {"train": 640, "val": 80, "test": 3, "other": None}
 
 
+def test_recipe_note_names_the_image_size_of_pixel_data_only():
+    import pandas as pd
+
+    from analysis.recipe import recipe_text
+
+    base = {"seed": [0, 1], "max_epochs": [20, 20], "batch_size": [64, 64], "method": ["teacher", "kd"],
+            "split_sizes": [{"train": 3000, "val": 750, "test": 750}] * 2}
+    pixels = recipe_text(pd.DataFrame({**base, "image_size": [32, 32]}))
+    assert pixels.endswith("train 3,000 / val 750 / test 750 samples, images 32x32")
+    mixed = recipe_text(pd.DataFrame({**base, "image_size": [32, 64]}))
+    assert mixed.endswith("samples, images 32x32/64x64")  # runs of two resolutions: both named
+    features = recipe_text(pd.DataFrame({**base, "image_size": [None, None]}))
+    assert features.endswith("test 750 samples")
+
+
 def test_span_formats_one_value_a_range_or_unknown():
     assert span([20, 20.0]) == "20" and span([4, 20, 7]) == "4–20" and span([None, float("nan")]) == "?"
     assert span([8000]) == "8,000" and span(["a", "b"]) == "a/b"
