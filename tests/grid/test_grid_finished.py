@@ -91,6 +91,7 @@ def test_a_source_change_changes_the_key(stamped, monkeypatch):
     assert finished.stamp_key(grid, "smoke", None, args) != before
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_rerunning_a_finished_grid_answers_without_torch(tmp_path, grid_tools):
     """A grid ran once (run_grid wrote its stamp); `msd grid run` again does nothing and never
     imports torch; after its run was deleted, the full path runs and trains it again."""

@@ -52,6 +52,7 @@ def _runs(root):
     return out
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_one_cell_is_bit_identical_under_other_workers_and_start_methods(tmp_path, grid_tools):
     """1 worker started by exec vs 2 workers forked: the same run ids, metrics and weights to the bit
     (before, 1 worker on 2 cores meant 2 torch threads, which changes float sums)."""

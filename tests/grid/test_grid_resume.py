@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from benchmark.grid.cells import expand
 from benchmark.grid.locks import is_locked, run_lock_path
 from benchmark.grid.runner import run_grid
@@ -25,6 +27,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_kill_9_of_the_runner_then_rerun_resumes_and_completes(tmp_path, grid_tools):
     # 8 updates per epoch x 3 epochs, a checkpoint (last.pt) every 2 updates: long enough to
     # kill the grid in the middle of its teacher.

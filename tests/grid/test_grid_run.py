@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from benchmark.cli import app
@@ -125,6 +126,7 @@ def test_offline_wandb_runs_hold_config_metrics_and_group(finished_smoke, grid_t
     assert json.loads(json.dumps(msd["config"]))["method"] == "msd"
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_fork_server_preload_covers_what_a_child_re_imports():
     """A forked cell re-runs the ``msd`` entry script; none of its benchmark imports may be
     read from disk then (a source edit during a grid would mix old and new modules)."""

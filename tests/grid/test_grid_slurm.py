@@ -29,6 +29,7 @@ def _run_two_cells(tmp_path, grid_tools, cluster: str):
     return report
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_two_cell_grid_through_submitits_local_executor(tmp_path, grid_tools):
     _run_two_cells(tmp_path, grid_tools, "local")
 

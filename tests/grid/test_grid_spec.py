@@ -39,6 +39,7 @@ def test_table2_has_every_cell_with_readable_names(table2):
     assert names[:12] == [f"{ds}/teacher/seed{s}" for ds in DATASETS for s in range(3)]  # teachers first
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_names_and_run_ids_are_stable_across_expansions(table2):
     again = expand(load_grid(EXPERIMENTS / "table2.yaml"), [FIXED[0], "env.save_dir=/elsewhere"])  # volatile
     assert [(c.name, c.run_id) for c in again.cells] == [(c.name, c.run_id) for c in table2.cells]
@@ -118,6 +119,7 @@ def test_teachers_are_shared_and_identical_configs_are_one_run():
     assert len({c.run_id for c in grid.cells}) == len(grid.cells)
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_saliency_grid_reuses_table2_runs(table2):
     saliency = expand(load_grid(EXPERIMENTS / "saliency.yaml"), FIXED)
     assert saliency.spec.group == "saliency"

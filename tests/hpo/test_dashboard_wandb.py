@@ -71,6 +71,7 @@ def test_a_study_created_without_metric_names_gets_them_when_loaded(write_search
     assert open_study(spec, url, "old_study").metric_names == [METRIC]
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_dashboard_serves_a_study_on_a_free_port_then_stops(tmp_path):
     _, study = _study_with_a_trial(tmp_path)
     env = {**os.environ, "MSD_HPO_DIR": str(tmp_path / "hpo"), "PYTHONUNBUFFERED": "1"}

@@ -9,6 +9,7 @@ import shlex
 
 import optuna
 import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
@@ -119,6 +120,7 @@ def test_multi_objective_nsga2(write_search, quiet):
     assert best_config(study, url).pareto_size >= 1
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_fairness_table_and_tuned_grid(write_search, tmp_path, quiet):
     files = [write_search("kd", name="fair_kd"), write_search("msd", "instance", name="fair_msd")]
     frame = run_comparison(files, trials=2, log=quiet.append)

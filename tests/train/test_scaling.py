@@ -87,6 +87,7 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(data_dir, 
     assert not rows[rows.type == "train"].duplicated("trainer/global_step").any()
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_an_interrupted_run_resumes_under_ddp_and_ends_like_an_uninterrupted_one(data_dir, tmp_path,
                                                                                  interrupt_after_update):
     extra = ["method=teacher", "training.max_updates=6", "training.batch_size=16", "training.evaluation_interval=2"]
@@ -102,6 +103,7 @@ def test_an_interrupted_run_resumes_under_ddp_and_ends_like_an_uninterrupted_one
     assert _max_diff(_weights(tmp_path / "ddp"), _weights(tmp_path / "one")) < PARAM_TOL
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_a_world_larger_than_a_batch_fails_before_anything_is_written(data_dir, tmp_path):
     result = _torchrun(_args(data_dir, tmp_path / "runs", "method=teacher", "training.batch_size=1"))
     assert result.returncode != 0
@@ -212,6 +214,7 @@ def _build_once(rank: int, world: int, init_file: str, marker: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_main_first_builds_once_on_rank_zero_and_the_others_reuse_it(tmp_path):
     marker = tmp_path / "built-by"
     mp.spawn(_build_once, args=(3, str(tmp_path / "init"), str(marker)), nprocs=3, join=True)
