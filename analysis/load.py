@@ -127,6 +127,8 @@ def setting_of(flat: dict[str, Any], dataset: str) -> str:
             active = flat.get("model") if section == "model_config" else dataset
             if not rest.startswith(f"{active}."):
                 continue
+            if section == "dataset_config" and rest == f"{active}.data_dir":
+                continue  # where the data lives is not what it is (as in the run id): a moved data folder keeps its runs
         if any(key == v or key.startswith(v + ".") for v in (*VOLATILE_KEYS, *IDENTITY_KEYS)):
             continue
         if _is_variant_key(key, dataset) or key in NON_RESULT_KEYS:

@@ -97,6 +97,20 @@ def test_recipe_note_names_the_image_size_of_pixel_data_only():
     assert features.endswith("test 750 samples")
 
 
+def test_a_run_keeps_its_setting_when_its_data_folder_moves():
+    """Runs trained on data under another folder (MSD_DATA_DIR) are the same setting, as they
+    are the same run id: only the folder differs, and the content enters the run id."""
+    from analysis.load import setting_of
+
+    flat = {"dataset": "hateful_memes", "model": "late_fusion", "training.max_epochs": 20,
+            "dataset_config.hateful_memes.data_dir": "/home/me/.cache/msd-benchmark/data/datasets",
+            "dataset_config.hateful_memes.max_features": 100}
+    moved = {**flat, "dataset_config.hateful_memes.data_dir": "/scratch/data/datasets"}
+    other = {**flat, "dataset_config.hateful_memes.max_features": 50}
+    assert setting_of(flat, "hateful_memes") == setting_of(moved, "hateful_memes")
+    assert setting_of(flat, "hateful_memes") != setting_of(other, "hateful_memes")
+
+
 def test_span_formats_one_value_a_range_or_unknown():
     assert span([20, 20.0]) == "20" and span([4, 20, 7]) == "4–20" and span([None, float("nan")]) == "?"
     assert span([8000]) == "8,000" and span(["a", "b"]) == "a/b"
