@@ -103,7 +103,7 @@ def test_a_run_keeps_its_setting_when_its_data_folder_moves():
     from analysis.load import setting_of
 
     flat = {"dataset": "hateful_memes", "model": "late_fusion", "training.max_epochs": 20,
-            "dataset_config.hateful_memes.data_dir": "/home/me/.cache/msd-benchmark/data/datasets",
+            "dataset_config.hateful_memes.data_dir": "/data/cache/msd-benchmark/data/datasets",
             "dataset_config.hateful_memes.max_features": 100}
     moved = {**flat, "dataset_config.hateful_memes.data_dir": "/scratch/data/datasets"}
     other = {**flat, "dataset_config.hateful_memes.max_features": 50}
