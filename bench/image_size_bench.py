@@ -59,11 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=10, help="training updates timed per variant and round")
     parser.add_argument("--size", type=int, default=None, help="easy-VQA training questions (default: the suite's)")
+    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = print_load("start")
-    root = Path(tempfile.mkdtemp(prefix="msd-image-size-bench-"))
+    root = args.dir or Path(tempfile.mkdtemp(prefix="msd-image-size-bench-"))
     make_dataset("easy_vqa", root / "data", size=args.size, seed=0)
     variants = {f"{method}/{side}": _steps(_trainer(root, method, side), args.steps)
                 for method in ("teacher", "student_only") for side in SIDES}
