@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from cache_bench import build, main, stand_in_batches
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_small_run_reports_every_figure_and_cleans_up(tmp_path, capsys):
     result = main(["--train", "300", "--val", "100", "--rounds", "1", "--batches", "2", "--verify-rounds", "1", "--dir", str(tmp_path),
                    "--json", str(tmp_path / "figures.json")])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from cost_bench import main
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_one_round_reports_the_measurement_time_per_model(tmp_path, capsys):
     result = main(["--families", "late_fusion", "--sizes", "tiny", "--rounds", "1", "--repeats", "1",
                    "--dir", str(tmp_path / "data"), "--json", str(tmp_path / "cost.json")])

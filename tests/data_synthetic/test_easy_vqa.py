@@ -52,6 +52,7 @@ def test_capped_conversion_counts_and_records(capped) -> None:
     assert (base / ".built.json").is_file() and (base / "annotations/.built.json").is_file()
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_full_conversion_keeps_every_question(tmp_path) -> None:
     summary = make_dataset("easy_vqa", tmp_path, size=0)
     assert summary["splits"] == {"train": 34687, "val": 3888, "test": 9673}  # 38,575 train questions in all

@@ -51,6 +51,7 @@ def test_trial_of_a_dead_worker_is_failed_and_retried(write_search, quiet):
     assert any("marked FAIL" in line for line in quiet) and any("re-queued" in line for line in quiet)
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_ctrl_c_marks_the_trial_interrupted_and_the_next_command_resumes_it(write_search, monkeypatch, quiet):
     spec = load_search(write_search("kd", name="ctrl_c"))
     original = objective_module.TrialReporter.on_log
@@ -80,6 +81,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_the_next_command_resumes_it(writ
     assert sum(t.state == TrialState.COMPLETE for t in report.trials) == 2
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_stale_heartbeat_on_another_host_is_failed_and_retried(write_search, quiet):
     spec = load_search(write_search("kd", name="stale", space={ALPHA: "default"},
                                     resume={"heartbeat_interval": 1, "grace_period": 1, "max_retry": 1}))

@@ -148,6 +148,7 @@ def test_accumulation_counts_updates_not_batches(data_dir, tmp_path):
         _setup_trainer(data_dir, tmp_path / "b", "training.update_frequency=0")
 
 
+@pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_bf16_autocast_trains_on_cpu_and_tracks_fp32(data_dir, tmp_path):
     trainer = _setup_trainer(data_dir, tmp_path / "probe", "training.fp16=true", "training.amp_dtype=bfloat16")
     seen: list[torch.dtype] = []
