@@ -25,7 +25,8 @@ from benchmark.tracking.run_id import compute_run_id
 from benchmark.tracking.run_store import RunStore
 from benchmark.train.trainer import Trainer
 
-SIDES = (64, 32)
+NATIVE, READ = 64, 32  # easy-VQA's PNG side, and the side the suite reads them at
+ROLES = ("teacher", "student_only")
 
 
 def _trainer(root: Path, method: str, side: int) -> Trainer:
@@ -44,6 +45,9 @@ def _steps(trainer: Trainer, count: int):
         batches.append(batch)
         if len(batches) == count:
             break
+    if len(batches) < count:
+        raise SystemExit(f"--steps {count}: one epoch of this data has only {len(batches)} batches; "
+                         "ask for fewer steps or a larger --size")
 
     def run() -> float:
         tick = time.perf_counter()
@@ -62,15 +66,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    for name in ("rounds", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(1)
     start = print_load("start")
     root = args.dir or Path(tempfile.mkdtemp(prefix="msd-image-size-bench-"))
     make_dataset("easy_vqa", root / "data", size=args.size, seed=0)
     variants = {f"{method}/{side}": _steps(_trainer(root, method, side), args.steps)
-                for method in ("teacher", "student_only") for side in SIDES}
+                for method in ROLES for side in (NATIVE, READ)}
     times = interleave(variants, rounds=args.rounds)
-    ratios = {f"{method} step, 32x32 / 64x64": ratio_summary(times[f"{method}/32"], times[f"{method}/64"])
-              for method in ("teacher", "student_only")}
+    ratios = {f"{method} step, {READ}x{READ} / {NATIVE}x{NATIVE}":
+              ratio_summary(times[f"{method}/{READ}"], times[f"{method}/{NATIVE}"]) for method in ROLES}
     for name, values in times.items():
         print(f"{name:18s} {spread([v / args.steps for v in values]).format('{:.1f}', 1000)} ms per update")
     for name, value in ratios.items():

@@ -18,3 +18,11 @@ def test_one_round_times_both_sizes_of_both_roles(tmp_path, capsys):
     assert all(r["median"] > 0 for r in result["ratios"].values())
     assert json.loads((tmp_path / "r.json").read_text())["ratios"] == result["ratios"]
     assert "machine at end" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--steps", "0"], ["--rounds", "0"]])
+def test_counts_below_one_are_refused_before_any_work(args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--dir", str(tmp_path / "work")])
+    assert stop.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before the data was made
