@@ -388,6 +388,28 @@ def _per_size(key: str, *, _root_: DictConfig) -> Any:
 OmegaConf.register_resolver("msd.per_size", _per_size, replace=True)
 
 
+ROLES = ("teacher", "student")
+
+
+def _per_role(key: str, *, _root_: DictConfig) -> Any:
+    """Resolver ``${msd.per_role:dataset_config.hateful_memes.recipe.patience}``: the entry of a
+    ``{teacher, student}`` mapping for this run's role (``method=teacher`` or any student).
+
+    Why by role and not by size: a dataset's recipe says how its students train, whatever
+    their size (the efficiency grid's ``tiny`` and ``small`` students included), and a
+    per-size table would have to name every preset.
+    """
+    table = OmegaConf.select(_root_, key, default=None)
+    if not isinstance(table, DictConfig) or set(map(str, table)) != set(ROLES):
+        found = OmegaConf.to_container(table) if isinstance(table, DictConfig) else table
+        raise ConfigError(f"${{msd.per_role:{key}}}: {key} must be a mapping with exactly the keys "
+                          f"{' and '.join(ROLES)}, got {found!r}")
+    return table["teacher" if _root_.get("method") == "teacher" else "student"]
+
+
+OmegaConf.register_resolver("msd.per_role", _per_role, replace=True)
+
+
 def resolve(config: DictConfig) -> DictConfig:
     """Resolve interpolations and normalise the env and data paths; fail clearly on bad ones."""
     return resolve_tree(OmegaConf.to_container(config, resolve=False))

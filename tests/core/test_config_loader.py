@@ -131,6 +131,36 @@ def test_recipe_without_an_entry_for_the_size_is_named():
     assert config.optimizer.params.lr == 0.1 and config.training.max_epochs == 3
 
 
+def test_hateful_memes_students_train_every_epoch_and_teachers_stop_early():
+    # docs/calibration.md, round 8: the student's recipe on Hateful Memes, by role, any size
+    assert build_config(["dataset=hateful_memes", "method=teacher"]).training.early_stop.patience == 4
+    for method in ("student_only", "kd", "msd"):
+        student = build_config(["dataset=hateful_memes", f"method={method}"])
+        assert student.training.early_stop.patience == 20 == student.training.max_epochs
+    tiny = build_config(["dataset=hateful_memes", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1",
+                         "+recipes.max_epochs.tiny=3"])
+    assert tiny.training.early_stop.patience == 20
+    # a teacher-sized label-only baseline is still a student: the role, not the size, decides
+    assert build_config(["dataset=hateful_memes", "method=student_only", "model_size=teacher"]).training.early_stop.patience == 20
+    # the other datasets keep the default, and an explicit value wins
+    assert build_config(["dataset=mmimdb", "method=student_only"]).training.early_stop.patience == 4
+    assert build_config(["dataset=hateful_memes", "method=kd", "training.early_stop.patience=7"]).training.early_stop.patience == 7
+    assert build_config(["dataset=hateful_memes", "method=kd",
+                         "dataset_config.hateful_memes.recipe.patience.student=9"]).training.early_stop.patience == 9
+
+
+@pytest.mark.parametrize(("override", "key", "found"), [
+    ("dataset_config.hateful_memes.recipe.patience=3", "dataset_config.hateful_memes.recipe.patience", "got 3"),
+    ("+dataset_config.hateful_memes.recipe.patience.tiny=6", "dataset_config.hateful_memes.recipe.patience", "'tiny': 6"),
+    ("training.early_stop.patience=${msd.per_role:recipes.lr}", "recipes.lr", "'paper_base'"),
+    ("training.early_stop.patience=${msd.per_role:no.such.table}", "no.such.table", "got None"),
+])
+def test_per_role_table_must_name_exactly_the_two_roles(override, key, found):
+    with pytest.raises(ConfigError, match=rf"msd.per_role:{key}\}}: {key} must be a mapping with exactly the keys "
+                                          rf"teacher and student, .*{found}"):
+        build_config(["dataset=hateful_memes", "method=kd", override])
+
+
 def test_flatten_dotted_keeps_or_drops_empty_mappings():
     from benchmark.config.loader import flatten_dotted
 

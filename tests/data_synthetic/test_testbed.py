@@ -152,3 +152,14 @@ def test_both_modalities_dominate_a_fifth_of_test(tmp_path, name) -> None:
     counts = Counter("image" if d > 0 else "text" if d < 0 else "even" for d in diffs)
     assert len(diffs) == 400
     assert counts["image"] >= 0.2 * len(diffs) and counts["text"] >= 0.2 * len(diffs)
+
+
+def test_hateful_memes_mixture_of_version_2_1_and_the_way_back(tmp_path) -> None:
+    """40/40/20 since 2.1 (docs/calibration.md, round 8); 40/30/30 gives version 2.0's mixture."""
+    from benchmark.data.make import make_dataset
+
+    new = make_dataset("hateful_memes", tmp_path / "new", size=200, seed=0)
+    assert new["generator_version"] == "2.1.0"
+    assert new["mixture"]["realised"]["train"] == {"both": 0.4, "image": 0.4, "text": 0.2}
+    old = make_dataset("hateful_memes", tmp_path / "old", size=200, seed=0, mixture={"both": 0.4, "image": 0.3, "text": 0.3})
+    assert old["mixture"]["realised"]["train"] == {"both": 0.4, "image": 0.3, "text": 0.3}

@@ -21,7 +21,7 @@ Mechanism (the label ``hateful`` of each meme is decided by):
   iff ``a != b`` (the picture contradicts the caption). Given only the image, or only the
   text, P(hateful) = 1/2 exactly. Samples come in contrastive pairs that share the *same*
   image (identical features under two ids) or the *same* caption, with opposite labels.
-* ``image`` (default 30 %): the image shows two symbols, each a shape drawn in a colour
+* ``image`` (default 40 % since version 2.1, 30 % before): the image shows two symbols, each a shape drawn in a colour
   (one region = ``proto(shape) + proto(colour)``). A hateful symbol is shape ``k`` in colour
   ``k`` (``binding_parts`` = 8 such pairs; with 4 the student, whose per-region LayerNorm
   is a weak non-linearity, learned most of them too, docs/calibration.md); a hateful meme shows shapes ``i, j`` in their own colours, a benign
@@ -30,12 +30,19 @@ Mechanism (the label ``hateful`` of each meme is decided by):
   teacher's region transformer) can tell them apart; the mean over regions (the student)
   cannot. With ``image_binding: false`` the symbol is a single concept instead (version 1).
   The text is a neutral caption drawn independently of the label.
-* ``text`` (default 30 %): the text insults or praises a group (``"those {group} are so
+* ``text`` (default 20 % since version 2.1, 30 % before): the text insults or praises a group (``"those {group} are so
   {adj}"``, the adjective decides); the image is an everyday scene drawn independently of
   the label.
 
 For ``image`` and ``text`` samples P(hateful) = ``positive_rate`` (default 0.4, close to the
 real train split's 36 %); ``label_noise`` (default 5 %) of labels are flipped after the fact.
+
+Why 40/40/20 (version 2.1): the bound symbols are what the student cannot read, and AUROC
+hides its failure on them while they are few; with 30 % of them the label-only student came
+within 2.5 points of the teacher (criterion (a) of docs/calibration.md failed). The extra
+bound-symbol memes are taken from the text memes, so the 40 % of combination memes (an XOR
+the student learns late) stay. ``mixture={"both": 0.4, "image": 0.3, "text": 0.3}`` gives
+version 2.0's data.
 """
 
 from __future__ import annotations
@@ -204,10 +211,10 @@ class HatefulMemesGenerator(SyntheticGenerator):
     """Registered as generator ``hateful_memes``; see the module docstring for the mechanism."""
 
     name = NAME
-    version = "2.0.0"
+    version = "2.1.0"
     roots = ("hateful_memes/defaults",)
     defaults: dict[str, Any] = {
-        "mixture": {"both": 0.4, "image": 0.3, "text": 0.3},
+        "mixture": {"both": 0.4, "image": 0.4, "text": 0.2},
         "positive_rate": 0.4,
         "label_noise": 0.05,
         "attribute_strength": 1.0,
