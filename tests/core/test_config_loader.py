@@ -149,6 +149,17 @@ def test_hateful_memes_students_train_every_epoch_and_teachers_stop_early():
                          "dataset_config.hateful_memes.recipe.patience.student=9"]).training.early_stop.patience == 9
 
 
+def test_mmimdb_teachers_train_up_to_45_epochs_and_students_keep_the_size_recipe():
+    # docs/calibration.md, round 11: by role; a student's entry is the suite's per-size recipe
+    assert build_config(["dataset=mmimdb", "method=teacher"]).training.max_epochs == 45
+    assert build_config(["dataset=mmimdb", "method=msd"]).training.max_epochs == 20
+    assert build_config(["dataset=mmimdb", "method=kd", "recipes.max_epochs.student=11"]).training.max_epochs == 11
+    tiny = build_config(["dataset=mmimdb", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1", "+recipes.max_epochs.tiny=3"])
+    assert tiny.training.max_epochs == 3
+    assert build_config(["dataset=mmimdb", "method=teacher", "training.max_epochs=2"]).training.max_epochs == 2
+    assert build_config(["dataset=vqa2", "method=teacher"]).training.max_epochs == 30
+
+
 @pytest.mark.parametrize(("override", "key", "found"), [
     ("dataset_config.hateful_memes.recipe.patience=3", "dataset_config.hateful_memes.recipe.patience", "got 3"),
     ("+dataset_config.hateful_memes.recipe.patience.tiny=6", "dataset_config.hateful_memes.recipe.patience", "'tiny': 6"),
