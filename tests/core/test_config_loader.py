@@ -72,10 +72,10 @@ def test_unknown_dataset_and_model_are_named():
 
 def test_includes_resolve_relative_to_file_and_package_root(tmp_path: Path):
     (tmp_path / "base.yaml").write_text("training:\n  seed: 4\n  max_epochs: 2\n")
-    (tmp_path / "child.yaml").write_text("includes:\n  - base.yaml\n  - datasets/vqa2.yaml\ntraining:\n  seed: 6\n")
+    (tmp_path / "child.yaml").write_text("includes:\n  - base.yaml\n  - datasets/visual_entailment.yaml\ntraining:\n  seed: 6\n")
     node = load_yaml(tmp_path / "child.yaml")
     assert node.training.seed == 6 and node.training.max_epochs == 2  # own keys beat includes
-    assert "vqa2" in node.dataset_config  # found under the package config root
+    assert "visual_entailment" in node.dataset_config  # found under the package config root
 
 
 def test_circular_include_is_reported(tmp_path: Path):
@@ -157,7 +157,26 @@ def test_mmimdb_teachers_train_up_to_45_epochs_and_students_keep_the_size_recipe
     tiny = build_config(["dataset=mmimdb", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1", "+recipes.max_epochs.tiny=3"])
     assert tiny.training.max_epochs == 3
     assert build_config(["dataset=mmimdb", "method=teacher", "training.max_epochs=2"]).training.max_epochs == 2
-    assert build_config(["dataset=vqa2", "method=teacher"]).training.max_epochs == 30
+    assert build_config(["dataset=visual_entailment", "method=teacher"]).training.max_epochs == 30
+
+
+def test_vqa2_teachers_stop_late_and_students_train_30_epochs():
+    # docs/calibration.md, round 12: by role, any student size
+    teacher = build_config(["dataset=vqa2", "method=teacher"])
+    assert (teacher.training.max_epochs, teacher.training.early_stop.patience) == (45, 10)
+    for method in ("student_only", "kd", "msd"):
+        student = build_config(["dataset=vqa2", f"method={method}"])
+        assert (student.training.max_epochs, student.training.early_stop.patience) == (30, 4)
+    tiny = build_config(["dataset=vqa2", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1"])
+    assert tiny.training.max_epochs == 30
+    # a teacher-sized label-only baseline is still a student
+    assert build_config(["dataset=vqa2", "method=student_only", "model_size=teacher"]).training.max_epochs == 30
+    # the suite's per-size recipe no longer decides VQA2's epochs; the dataset's table and an explicit value do
+    assert build_config(["dataset=vqa2", "method=kd", "recipes.max_epochs.student=11"]).training.max_epochs == 30
+    assert build_config(["dataset=vqa2", "method=kd", "dataset_config.vqa2.recipe.max_epochs.student=11"]).training.max_epochs == 11
+    assert build_config(["dataset=vqa2", "method=teacher", "training.early_stop.patience=2"]).training.early_stop.patience == 2
+    # the other datasets keep the suite's default patience
+    assert build_config(["dataset=visual_entailment", "method=teacher"]).training.early_stop.patience == 4
 
 
 @pytest.mark.parametrize(("override", "key", "found"), [
