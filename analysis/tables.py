@@ -42,6 +42,16 @@ class Context:
         return (*base, *sorted(extra))
 
 
+def _runs_of(cells: list[Cell], runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs behind ``cells``, and the teachers they distil from: a table's recipe note
+    describes what it shows, not every run of its setting (the ablation grid's variants share
+    Table 2's setting and would widen, say, Table 2's "epochs run")."""
+    if runs.empty:
+        return runs
+    used = {run_id for cell in cells if not cell.runs.empty for run_id in cell.runs["run_id"]}
+    return runs[runs["run_id"].isin(used) | (runs["method"] == "teacher")]
+
+
 def _fmt_params(value: float) -> str:
     if value is None or math.isnan(value):
         return MISSING_TEXT
@@ -117,7 +127,7 @@ def build_table2(ctx: Context) -> Table:
                  "Teacher and student parameter counts in the last rows (median over runs)."]
     footnotes += standard_footnotes(all_cells, ctx.expected_seeds) + ctx.notes
     footnotes += _power_note(grid, columns, rows)
-    footnotes += recipe_notes(ctx.runs, list(dict.fromkeys(d for d, _m in columns)), ctx.origin)
+    footnotes += recipe_notes(_runs_of(all_cells, ctx.runs), list(dict.fromkeys(d for d, _m in columns)), ctx.origin)
     title = "Table 2: main results (teacher, student without KD, KD, MSD weighting schemes)"
     return Table("table2", title, [Block("", header, body)], pd.DataFrame(records), footnotes)
 
@@ -203,7 +213,7 @@ def build_ablations(ctx: Context) -> Table:
                  "validation headline metric. † compares with KD at the same τ (or class reduction) where that "
                  "run exists, otherwise with the default KD."]
     footnotes += standard_footnotes(all_cells, ctx.expected_seeds) + ctx.notes
-    footnotes += recipe_notes(ctx.runs, datasets, ctx.origin)
+    footnotes += recipe_notes(_runs_of(all_cells, ctx.runs), datasets, ctx.origin)
     footnotes.append("Best MSD per dataset: " + "; ".join(
         f"{spec.DATASET_TITLES.get(d, d)}: {best[d] or 'none (no MSD run of a Table 2 scheme)'}" for d in datasets) + ".")
     return Table("ablations", "Ablations: auxiliary terms, saliency definitions and temperature", blocks,
@@ -272,7 +282,7 @@ def build_saliency(ctx: Context) -> Table:
     footnotes.append("Views: headline metric on the test split with the text removed (image) or the image "
                      "removed (text), ×100, mean ± std (seeds).")
     footnotes += standard_footnotes(view_cells, ctx.expected_seeds) + ctx.notes
-    footnotes += recipe_notes(ctx.runs, datasets, ctx.origin)
+    footnotes += recipe_notes(_runs_of(view_cells, ctx.runs), datasets, ctx.origin)
     blocks = [Block("Teacher saliency per dataset and definition", sal_header, sal_rows),
               Block("Headline metric per view (test)", view_header, view_rows)]
     return Table("saliency", "Modality saliency and single-modality performance", blocks,

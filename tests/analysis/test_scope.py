@@ -135,3 +135,27 @@ def test_the_saliency_and_ablation_grids_make_no_setting_the_default_grids_lack(
         other = grid_scope([grid], "default")
         for dataset, settings in other.settings.items():
             assert settings <= default.settings[dataset], (grid, dataset)
+
+
+def test_a_tables_recipe_note_describes_its_own_runs_not_its_settings_ablations(tmp_path, store_tools):
+    import json
+
+    from analysis.tables import Context, build_table2
+
+    store = store_tools.FakeStore(tmp_path / "store")
+    for seed in (0, 1, 2):
+        for method in ("teacher", "student_only", "kd"):
+            store.add_run("hateful_memes", method, seed=seed)
+    # An ablation cell of the same setting (a variant), stopped early after 3 epochs.
+    ablation = store.add_run("hateful_memes", "kd", seed=0, variant={"distill.temperature": 2.0})
+    for path in store.runs.iterdir():
+        summary = json.loads((path / "summary.json").read_text())
+        summary["epochs_started"] = 3 if path == ablation else {"teacher": 8}.get(summary["method"], 6)
+        (path / "summary.json").write_text(json.dumps(summary))
+    runs = load_runs(store.runs)
+    used, _ = select_setting(runs)
+    assert ablation.name in set(used["run_id"])  # same setting: the table's selection holds it
+
+    table = build_table2(Context(used, runs, expected_seeds=3, n_resamples=20))
+    (note,) = [n for n in table.footnotes if n.startswith("Recipe of Hateful Memes")]
+    assert "epochs run: teachers 8, students 6" in note  # not "students 3–6"
