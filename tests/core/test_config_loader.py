@@ -132,7 +132,7 @@ def test_recipe_without_an_entry_for_the_size_is_named():
 
 
 def test_hateful_memes_students_train_every_epoch_and_teachers_stop_early():
-    # docs/calibration.md, round 8: the student's recipe on Hateful Memes, by role, any size
+    # docs/calibration.md, round 10: the student's recipe on Hateful Memes, by role, any size
     assert build_config(["dataset=hateful_memes", "method=teacher"]).training.early_stop.patience == 4
     for method in ("student_only", "kd", "msd"):
         student = build_config(["dataset=hateful_memes", f"method={method}"])
