@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from synth_helpers import SYNTHETIC, read_jsonl
 
-from benchmark.data.synthetic import hateful_memes, visual_entailment, vqa2
+from benchmark.data.synthetic import hateful_memes, mmimdb, visual_entailment, vqa2
 from benchmark.data.synthetic.common import conjunctions, split_sizes
 from benchmark.data.synthetic.regions import ConceptSpace
 from benchmark.errors import ConfigError
@@ -77,6 +77,45 @@ def test_hateful_memes_without_binding_is_version_one(tmp_path) -> None:
     truth = read_jsonl(tmp_path / "datasets/hateful_memes/defaults/extras/msd_ground_truth.jsonl")
     image = [r for r in truth if r["decides"] == "image"]
     assert image and all(r["concepts"]["image"][0].split("_symbol_")[0] in ("hateful", "benign") for r in image)
+
+
+def _pair_genres(pair: str) -> tuple[str, str]:
+    """``poster_shape_sci-fi+poster_colour_drama`` -> ``("sci-fi", "drama")``."""
+    shape, colour = pair.split("+")
+    return shape.removeprefix("poster_shape_"), colour.removeprefix("poster_colour_")
+
+
+def test_mmimdb_bound_posters_show_the_image_genres_among_decoys(tmp_path) -> None:
+    mmimdb.generate(tmp_path, size=60, seed=0, poster_binding=True, poster_decoys=3)
+    truth = read_jsonl(tmp_path / "datasets/mmimdb/defaults/extras/msd_ground_truth.jsonl")
+    assert len(truth) > 60
+    for row in truth:
+        shown = {g for g, e in row["concepts"]["genre_evidence"].items() if e == "image"}
+        pairs = [_pair_genres(c) for c in row["concepts"]["image"] if c.startswith("poster_shape_")]
+        bound = {a for a, b in pairs if a == b}
+        decoys = {a for a, b in pairs if a != b}
+        # the image genres drawn bound, three decoys drawn unbound, none of them the movie's
+        assert bound == shown and len(decoys) == 3
+        assert not decoys & set(row["clean_label"])
+        # every shape and colour once: the parts' mean cannot tell which pairs are bound
+        assert sorted(a for a, _ in pairs) == sorted(b for _, b in pairs)
+        assert not any(c.startswith("poster_") and c.removeprefix("poster_") in mmimdb.GENRES
+                       for c in row["concepts"]["image"])
+
+
+def test_mmimdb_without_binding_keeps_one_style_region_per_image_genre(synth) -> None:
+    root, _ = synth
+    truth = read_jsonl(root / "datasets/mmimdb/defaults/extras/msd_ground_truth.jsonl")
+    for row in truth:
+        shown = {g for g, e in row["concepts"]["genre_evidence"].items() if e == "image"}
+        assert {c.removeprefix("poster_") for c in row["concepts"]["image"]} >= shown
+        assert not any("+" in c for c in row["concepts"]["image"])
+
+
+@pytest.mark.parametrize("decoys", [1, 0, True, 2.5, "2", 20])
+def test_mmimdb_poster_decoys_are_checked(tmp_path, decoys) -> None:
+    with pytest.raises(ConfigError, match="poster_decoys: an integer from 2"):
+        mmimdb.generate(tmp_path, size=20, seed=0, poster_binding=True, poster_decoys=decoys)
 
 
 def test_visual_entailment_scene_label_is_the_bound_layout(synth) -> None:
