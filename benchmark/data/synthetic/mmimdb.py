@@ -34,8 +34,10 @@ teacher-student gap is the student's slower learning, not a capacity it lacks
 (docs/calibration.md, round 15). With the option on, a shown genre's style is a shape drawn
 in its own colour, hidden among ``poster_decoys`` genres the movie lacks whose shapes and
 colours are drawn crossed, each pair over the same number of regions: a mean over regions
-(the student's image encoder) sees which genres are candidates, not which are shown. Round
-16 measured it; it is not the default (its teacher's saliency ranked movies less well).
+(the student's image encoder) sees which genres are candidates, not which are shown. Rounds
+16 and 17 measured it: with 2 decoys and a 60-epoch teacher the gap holds for a converged
+student, and the teacher's saliency ranks the movies less well (rho 0.74 against 0.80). It is
+not the default yet: adopting it means rebuilding every MM-IMDB result.
 """
 
 from __future__ import annotations
