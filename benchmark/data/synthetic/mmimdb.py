@@ -214,7 +214,7 @@ class MMIMDbGenerator(SyntheticGenerator):
     """Registered as generator ``mmimdb``; see the module docstring for the mechanism."""
 
     name = NAME
-    version = "2.0.0"
+    version = "3.0.0"
     roots = ("mmimdb/defaults",)
     defaults: dict[str, Any] = {
         "genre_evidence": {
@@ -227,8 +227,9 @@ class MMIMDbGenerator(SyntheticGenerator):
         "eval_ratio": SYNTHETIC_EVAL_RATIO,
         "genres_per_movie": [0.2, 0.35, 0.3, 0.15],
         "label_noise": 0.03,
-        # Bound poster styles (docs/calibration.md, round 16): off keeps version 2's data.
-        "poster_binding": False,
+        # Bound poster styles (version 3, docs/calibration.md, rounds 16 and 17): false gives
+        # version 2's data.
+        "poster_binding": True,
         "poster_decoys": 2,
         **IMAGE_DEFAULTS,
     }
