@@ -118,6 +118,14 @@ def test_mmimdb_poster_decoys_are_checked(tmp_path, decoys) -> None:
         mmimdb.generate(tmp_path, size=20, seed=0, poster_binding=True, poster_decoys=decoys)
 
 
+def test_mmimdb_bound_posters_need_enough_visible_genres_for_the_decoys(tmp_path) -> None:
+    few = list(mmimdb.GENRES[:5])
+    with pytest.raises(ConfigError, match="poster_binding needs at least 6 visible_genres for 2 decoys"):
+        mmimdb.generate(tmp_path, size=20, seed=0, poster_binding=True, visible_genres=few)
+    mmimdb.generate(tmp_path, size=20, seed=0, poster_binding=False, visible_genres=few)  # no decoys drawn
+    mmimdb.generate(tmp_path / "six", size=20, seed=0, poster_binding=True, visible_genres=list(mmimdb.GENRES[:6]))
+
+
 def test_visual_entailment_scene_label_is_the_bound_layout(synth) -> None:
     root, _ = synth
     truth = read_jsonl(root / "datasets/visual_entailment/defaults/extras/msd_ground_truth.jsonl")

@@ -250,10 +250,14 @@ class MMIMDbGenerator(SyntheticGenerator):
             raise ConfigError("genres_per_movie: list of 1-4 shares for 1, 2, ... genres per movie")
         opts["genres_per_movie"] = [float(x) for x in p / p.sum()]
         opts["label_noise"] = check_fraction(opts["label_noise"], "label_noise")
-        decoys = opts["poster_decoys"]
-        if not isinstance(decoys, int) or isinstance(decoys, bool) or not 2 <= decoys <= len(GENRES) - 4:
+        # A movie has up to 4 genres; its decoys are visible genres it lacks.
+        decoys, most = opts["poster_decoys"], len(opts["visible_genres"]) - 4
+        if not isinstance(decoys, int) or isinstance(decoys, bool) or not 2 <= decoys <= max(2, most):
             raise ConfigError(f"poster_decoys: an integer from 2 (one unbound pair cannot be deranged) to "
-                              f"{len(GENRES) - 4}, got {decoys!r}")
+                              f"{max(2, most)} (visible genres - 4), got {decoys!r}")
+        if opts["poster_binding"] and decoys > most:
+            raise ConfigError(f"poster_binding needs at least {decoys + 4} visible_genres for {decoys} decoys "
+                              f"(a movie has up to 4 genres), got {len(opts['visible_genres'])}")
         return opts
 
     @classmethod
