@@ -158,6 +158,9 @@ def test_mmimdb_recipe_by_role_teachers_60_epochs_students_lr_1e2():
         assert (student.training.max_epochs, student.training.early_stop.patience, student.optimizer.params.lr) == (60, 4, 1.0e-2)
     tiny = build_config(["dataset=mmimdb", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1", "+recipes.max_epochs.tiny=3"])
     assert (tiny.training.max_epochs, tiny.optimizer.params.lr) == (60, 1.0e-2)
+    # other families keep their size's lr: MM-IMDB's student lr was calibrated on late_fusion
+    assert build_config(["dataset=mmimdb", "method=kd", "model=visual_bert"]).optimizer.params.lr == 3.0e-3
+    assert build_config(["dataset=mmimdb", "method=msd", "model=mmbt", "recipes.lr.student=0.004"]).optimizer.params.lr == 0.004
     # the teacher's lr stays its size's (a visual_bert teacher, the suite's recipe override)
     assert build_config(["dataset=mmimdb", "method=teacher", "model=visual_bert"]).optimizer.params.lr == 1.0e-3
     assert build_config(["dataset=mmimdb", "method=teacher", "recipes.lr.teacher=0.02"]).optimizer.params.lr == 0.02
