@@ -114,10 +114,17 @@ def test_mmimdb_without_binding_keeps_one_style_region_per_image_genre(tmp_path)
         assert not any("+" in c for c in row["concepts"]["image"])
 
 
-@pytest.mark.parametrize("decoys", [1, 0, True, 2.5, "2", 20])
+@pytest.mark.parametrize("decoys", [1, 0, True, 2.5, "2", 11])
 def test_mmimdb_poster_decoys_are_checked(tmp_path, decoys) -> None:
-    with pytest.raises(ConfigError, match="poster_decoys: an integer from 2"):
+    # 11 decoys and 4 shown pairs would not fit in 16 regions beside the tone and another region
+    with pytest.raises(ConfigError, match="poster_decoys: an integer from 2 .* to 10 "):
         mmimdb.generate(tmp_path, size=20, seed=0, poster_binding=True, poster_decoys=decoys)
+
+
+def test_mmimdb_most_decoys_fit_in_the_image(tmp_path) -> None:
+    mmimdb.generate(tmp_path, size=40, seed=0, poster_binding=True, poster_decoys=10)
+    with pytest.raises(ConfigError, match="to 14 "):  # more regions, more room
+        mmimdb.generate(tmp_path, size=40, seed=0, poster_binding=True, poster_decoys=15, num_regions=20)
 
 
 def test_mmimdb_bound_posters_need_enough_visible_genres_for_the_decoys(tmp_path) -> None:

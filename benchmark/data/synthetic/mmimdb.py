@@ -251,11 +251,14 @@ class MMIMDbGenerator(SyntheticGenerator):
             raise ConfigError("genres_per_movie: list of 1-4 shares for 1, 2, ... genres per movie")
         opts["genres_per_movie"] = [float(x) for x in p / p.sum()]
         opts["label_noise"] = check_fraction(opts["label_noise"], "label_noise")
-        # A movie has up to 4 genres; its decoys are visible genres it lacks.
+        # A movie has up to 4 genres, and its decoys are visible genres it lacks; up to 4 shown
+        # pairs and the decoys must fit in the image beside the tone and another region.
         decoys, most = opts["poster_decoys"], len(opts["visible_genres"]) - 4
-        if not isinstance(decoys, int) or isinstance(decoys, bool) or not 2 <= decoys <= max(2, most):
+        fits = int(opts["num_regions"]) - 4 - 2
+        if not isinstance(decoys, int) or isinstance(decoys, bool) or not 2 <= decoys <= max(2, fits):
             raise ConfigError(f"poster_decoys: an integer from 2 (one unbound pair cannot be deranged) to "
-                              f"{max(2, most)} (visible genres - 4), got {decoys!r}")
+                              f"{max(2, fits)} (num_regions - 6: 4 shown pairs, the tone and another region "
+                              f"must fit too), got {decoys!r}")
         if opts["poster_binding"] and decoys > most:
             raise ConfigError(f"poster_binding needs at least {decoys + 4} visible_genres for {decoys} decoys "
                               f"(a movie has up to 4 genres), got {len(opts['visible_genres'])}")
