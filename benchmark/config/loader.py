@@ -410,6 +410,20 @@ def _per_role(key: str, *, _root_: DictConfig) -> Any:
 OmegaConf.register_resolver("msd.per_role", _per_role, replace=True)
 
 
+def _for_model(model: str, value: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
+    """Resolver ``${msd.for_model:late_fusion,1.0e-2,${msd.per_size:recipes.lr}}``: ``value`` for
+    runs of ``model``, ``otherwise`` for every other family.
+
+    Why: a dataset's recipe calibrated on one family (MM-IMDB's late-fusion students) must
+    not be forced on the others, whose size recipe stays; and a resolver leaves nothing but
+    the chosen value in the resolved config, so the calibrated family's run ids do not move.
+    """
+    return value if str(_root_.get("model")) == str(model) else otherwise
+
+
+OmegaConf.register_resolver("msd.for_model", _for_model, replace=True)
+
+
 def resolve(config: DictConfig) -> DictConfig:
     """Resolve interpolations and normalise the env and data paths; fail clearly on bad ones."""
     return resolve_tree(OmegaConf.to_container(config, resolve=False))

@@ -149,15 +149,27 @@ def test_hateful_memes_students_train_every_epoch_and_teachers_stop_early():
                          "dataset_config.hateful_memes.recipe.patience.student=9"]).training.early_stop.patience == 9
 
 
-def test_mmimdb_teachers_train_up_to_45_epochs_and_students_keep_the_size_recipe():
-    # docs/calibration.md, round 11: by role; a student's entry is the suite's per-size recipe
-    assert build_config(["dataset=mmimdb", "method=teacher"]).training.max_epochs == 45
-    assert build_config(["dataset=mmimdb", "method=msd"]).training.max_epochs == 20
-    assert build_config(["dataset=mmimdb", "method=kd", "recipes.max_epochs.student=11"]).training.max_epochs == 11
+def test_mmimdb_recipe_by_role_teachers_60_epochs_students_lr_1e2():
+    # docs/calibration.md, rounds 15 to 17: by role, any student size
+    teacher = build_config(["dataset=mmimdb", "method=teacher"])
+    assert (teacher.training.max_epochs, teacher.training.early_stop.patience, teacher.optimizer.params.lr) == (60, 10, 1.0e-3)
+    for method in ("student_only", "kd", "msd"):
+        student = build_config(["dataset=mmimdb", f"method={method}"])
+        assert (student.training.max_epochs, student.training.early_stop.patience, student.optimizer.params.lr) == (60, 4, 1.0e-2)
     tiny = build_config(["dataset=mmimdb", "method=kd", "model_size=tiny", "+recipes.lr.tiny=0.1", "+recipes.max_epochs.tiny=3"])
-    assert tiny.training.max_epochs == 3
+    assert (tiny.training.max_epochs, tiny.optimizer.params.lr) == (60, 1.0e-2)
+    # other families keep their size's lr: MM-IMDB's student lr was calibrated on late_fusion
+    assert build_config(["dataset=mmimdb", "method=kd", "model=visual_bert"]).optimizer.params.lr == 3.0e-3
+    assert build_config(["dataset=mmimdb", "method=msd", "model=mmbt", "recipes.lr.student=0.004"]).optimizer.params.lr == 0.004
+    # the teacher's lr stays its size's (a visual_bert teacher, the suite's recipe override)
+    assert build_config(["dataset=mmimdb", "method=teacher", "model=visual_bert"]).optimizer.params.lr == 1.0e-3
+    assert build_config(["dataset=mmimdb", "method=teacher", "recipes.lr.teacher=0.02"]).optimizer.params.lr == 0.02
+    # the dataset's table and explicit values win
+    assert build_config(["dataset=mmimdb", "method=kd", "dataset_config.mmimdb.recipe.lr.student=0.5"]).optimizer.params.lr == 0.5
+    assert build_config(["dataset=mmimdb", "method=kd", "optimizer.params.lr=0.25"]).optimizer.params.lr == 0.25
     assert build_config(["dataset=mmimdb", "method=teacher", "training.max_epochs=2"]).training.max_epochs == 2
     assert build_config(["dataset=visual_entailment", "method=teacher"]).training.max_epochs == 30
+    assert build_config(["dataset=visual_entailment", "method=kd"]).optimizer.params.lr == 3.0e-3
 
 
 def test_vqa2_teachers_stop_late_and_students_train_30_epochs():

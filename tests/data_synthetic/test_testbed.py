@@ -85,27 +85,29 @@ def _pair_genres(pair: str) -> tuple[str, str]:
     return shape.removeprefix("poster_shape_"), colour.removeprefix("poster_colour_")
 
 
-def test_mmimdb_bound_posters_show_the_image_genres_among_decoys(tmp_path) -> None:
-    mmimdb.generate(tmp_path, size=60, seed=0, poster_binding=True, poster_decoys=3)
+@pytest.mark.parametrize("decoys", [2, 3])
+def test_mmimdb_bound_posters_show_the_image_genres_among_decoys(tmp_path, decoys) -> None:
+    # version 3's default is bound posters with 2 decoys
+    mmimdb.generate(tmp_path, size=60, seed=0, **({} if decoys == 2 else {"poster_decoys": decoys}))
     truth = read_jsonl(tmp_path / "datasets/mmimdb/defaults/extras/msd_ground_truth.jsonl")
     assert len(truth) > 60
     for row in truth:
         shown = {g for g, e in row["concepts"]["genre_evidence"].items() if e == "image"}
         pairs = [_pair_genres(c) for c in row["concepts"]["image"] if c.startswith("poster_shape_")]
         bound = {a for a, b in pairs if a == b}
-        decoys = {a for a, b in pairs if a != b}
-        # the image genres drawn bound, three decoys drawn unbound, none of them the movie's
-        assert bound == shown and len(decoys) == 3
-        assert not decoys & set(row["clean_label"])
+        unbound = {a for a, b in pairs if a != b}
+        # the image genres drawn bound, the decoys drawn unbound, none of them the movie's
+        assert bound == shown and len(unbound) == decoys
+        assert not unbound & set(row["clean_label"])
         # every shape and colour once: the parts' mean cannot tell which pairs are bound
         assert sorted(a for a, _ in pairs) == sorted(b for _, b in pairs)
         assert not any(c.startswith("poster_") and c.removeprefix("poster_") in mmimdb.GENRES
                        for c in row["concepts"]["image"])
 
 
-def test_mmimdb_without_binding_keeps_one_style_region_per_image_genre(synth) -> None:
-    root, _ = synth
-    truth = read_jsonl(root / "datasets/mmimdb/defaults/extras/msd_ground_truth.jsonl")
+def test_mmimdb_without_binding_keeps_one_style_region_per_image_genre(tmp_path) -> None:
+    mmimdb.generate(tmp_path, size=60, seed=0, poster_binding=False)  # version 2's posters
+    truth = read_jsonl(tmp_path / "datasets/mmimdb/defaults/extras/msd_ground_truth.jsonl")
     for row in truth:
         shown = {g for g, e in row["concepts"]["genre_evidence"].items() if e == "image"}
         assert {c.removeprefix("poster_") for c in row["concepts"]["image"]} >= shown
