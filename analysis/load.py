@@ -36,9 +36,11 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
 
 from analysis.spec import DATASET_TITLES, row_label
-from benchmark.config.loader import flatten_dotted
+from benchmark.config.loader import DEFAULTS_FILE, flatten_dotted
+from benchmark.data.content_hash import content_hash
 from benchmark.tracking.run_id import VOLATILE_KEYS
 
 VARIANT_PREFIXES: tuple[str, ...] = ("distill.", "views.", "data.meta_split.", "checkpoint.rule")
@@ -171,6 +173,34 @@ def _file_count(path: str) -> int | None:
     return None
 
 
+@cache
+def _suite_defaults() -> Any:
+    return OmegaConf.load(DEFAULTS_FILE)
+
+
+def current_data_root() -> Path:
+    """Where a run started now would read its data (``env.data_dir`` of the defaults, so
+    MSD_DATA_DIR or the user cache), as the ``datasets`` folder split files are relative to."""
+    return Path(_suite_defaults().env.data_dir).expanduser() / "datasets"  # oc.env resolves on access
+
+
+def data_found_at(data_dir: str | None, fingerprints: dict[str, str] | None) -> str | None:
+    """The ``datasets`` folder that holds a run's data now: the recorded one while it exists.
+
+    A run store outlives the data folder it was trained from (a from-nothing rebuild in a
+    scratch folder, whose runs are then copied into ``results/``). When the recorded folder is
+    gone, the current data folder is taken instead, but only if every file the run read has
+    there the content hash the run recorded (``data_fingerprint``; a sidecar makes that one
+    ``stat`` a file): the same bytes, so the same counts and ground truth. Other data under
+    the same names is never read for a run. None when neither holds the data."""
+    if data_dir and Path(data_dir).is_dir():
+        return data_dir
+    here = current_data_root()
+    if fingerprints and all(content_hash(here / rel) == digest for rel, digest in fingerprints.items()):
+        return str(here)
+    return None
+
+
 def split_sizes(splits: dict[str, list[str]], data_dir: str | None) -> dict[str, int | None]:
     """Samples per split (train, val, test) of a run, from its summary's split files and the
     data's manifest; None where the files cannot be found (data moved or deleted)."""
@@ -225,7 +255,8 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         "hpo_study": hpo.get("study") if isinstance(hpo := config.get("hpo"), dict) else None,
         "has_predictions": (path / "predictions.parquet").exists(),
         "has_metrics": (path / "metrics.jsonl").exists(),
-        "data_dir": flat.get(f"dataset_config.{dataset}.data_dir"),
+        "data_dir": (data_dir := data_found_at(flat.get(f"dataset_config.{dataset}.data_dir"),
+                                               (summary.get("data_fingerprint") or {}).get("files"))),
         "ground_truth": flat.get(f"dataset_config.{dataset}.ground_truth"),
         "env_data_dir": flat.get("env.data_dir"),
         "annotations": {s: flat.get(f"dataset_config.{dataset}.annotations.{s}") for s in ("train", "val", "test")},
@@ -237,7 +268,7 @@ def _run_row(path: Path) -> dict[str, Any] | None:
         "patience": flat.get("training.early_stop.patience"),
         "meta_hold_out": (flat.get("data.meta_split.fraction") if flat.get("data.meta_split.hold_out") == "all"
                           else None),
-        "split_sizes": split_sizes(summary.get("splits") or {}, flat.get(f"dataset_config.{dataset}.data_dir")),
+        "split_sizes": split_sizes(summary.get("splits") or {}, data_dir),
     }
     row.update({k: float(v) for k, v in (summary.get("metrics") or {}).items() if isinstance(v, (int, float))})
     return row

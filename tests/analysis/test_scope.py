@@ -82,6 +82,33 @@ def test_split_sizes_come_from_the_generator_manifest(tmp_path):
     assert sizes == {"train": 640, "val": 80, "test": 3, "other": None}
 
 
+def test_a_run_whose_data_folder_is_gone_is_read_from_the_current_one_only_if_the_same(tmp_path, monkeypatch):
+    """A run trained in a scratch data folder since deleted: its split sizes (and ground truth)
+    are read from the current data folder (MSD_DATA_DIR) when every file it read has there
+    the content hash it recorded; otherwise from nowhere."""
+    from analysis.load import data_found_at, split_sizes
+    from benchmark.data.content_hash import content_hash
+
+    here = tmp_path / "now"
+    annotations = here / "datasets" / "hm" / "annotations"
+    annotations.mkdir(parents=True)
+    (annotations / "train.jsonl").write_text('{"id": 1}\n{"id": 2}\n')
+    (annotations / "test.jsonl").write_text('{"id": 9}\n')
+    monkeypatch.setenv("MSD_DATA_DIR", str(here))
+    recorded = {f"hm/annotations/{name}": content_hash(annotations / name) for name in ("train.jsonl", "test.jsonl")}
+    gone = str(tmp_path / "scratch" / "datasets")
+    found = data_found_at(gone, recorded)
+    assert found == str(here / "datasets")
+    splits = {"train": ["hm/annotations/train.jsonl"], "test": ["hm/annotations/test.jsonl"]}
+    assert split_sizes(splits, found) == {"train": 2, "test": 1}
+    other = {**recorded, "hm/annotations/test.jsonl": "0" * 32}  # the run read other bytes under this name
+    assert data_found_at(gone, other) is None
+    assert data_found_at(gone, None) is None  # nothing to check against
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert data_found_at(str(kept), other) == str(kept)  # the recorded folder, while it exists
+
+
 def test_recipe_note_names_the_image_size_of_pixel_data_only():
     import pandas as pd
 
