@@ -159,6 +159,7 @@ class EasyVQAConverter(SyntheticGenerator):
     version = "1.1.0"  # 1.1: size caps train (default 3,000), val/test 25 % of it; 0 = all
     roots = ("easy_vqa/defaults",)
     defaults: dict[str, Any] = {"val_fraction": 0.1}
+    marked_subdirs = ("annotations", "images")  # real images, no feature folder
 
     @classmethod
     def generate(
@@ -169,7 +170,7 @@ class EasyVQAConverter(SyntheticGenerator):
         opts["val_fraction"] = check_fraction(opts["val_fraction"], "val_fraction")
         caps = _split_caps(size)
         root = data_dir / "datasets" / cls.roots[0]
-        clear_built(root, ("annotations", "images"))
+        clear_built(root, cls.marked_subdirs)
 
         train_rows, train_paths = _questions("train")
         test_rows, test_paths = _questions("test")
@@ -201,7 +202,7 @@ class EasyVQAConverter(SyntheticGenerator):
                 shutil.copyfile(sources[image_id], tmp)
         answers = list(_package().get_answers())
         vocab = write_lines(root / "extras" / "vocabs" / "answers_easy_vqa.txt", answers)
-        mark_built(root, package_version(), ("annotations", "images"))
+        mark_built(root, package_version(), cls.marked_subdirs)
         return {
             "name": NAME,
             "generator_version": cls.version,

@@ -77,13 +77,13 @@ def _guard_real_data(name: str, roots: list[Path]) -> None:
             )
 
 
-def _up_to_date(roots: list[Path], key: dict[str, Any]) -> dict[str, Any] | None:
+def _up_to_date(roots: list[Path], key: dict[str, Any], marked: tuple[str, ...]) -> dict[str, Any] | None:
     manifest = read_manifest(roots[0])
     if manifest is None or manifest.get("key") != key:
         return None
     for root in roots:
         owned = read_manifest(root)
-        if owned is None or owned.get("key") != key or owned.get("state") != "complete" or not is_built(root):
+        if owned is None or owned.get("key") != key or owned.get("state") != "complete" or not is_built(root, subdirs=marked):
             return None
     summary = manifest.get("summary", {})
     listed = [*summary.get("paths", {}).get("annotations", []), *summary.get("paths", {}).get("features", [])]
@@ -133,7 +133,7 @@ def make_dataset(
     key = _manifest_key(name, size, seed, gen.version, resolved)
 
     if not force:
-        existing = _up_to_date(roots, key)
+        existing = _up_to_date(roots, key, gen.marked_subdirs)
         if existing is not None:
             return {**existing, "skipped": True}
         _guard_real_data(name, roots)

@@ -52,6 +52,14 @@ def test_capped_conversion_counts_and_records(capped) -> None:
     assert (base / ".built.json").is_file() and (base / "annotations/.built.json").is_file()
 
 
+def test_a_second_make_of_the_same_data_writes_nothing(tmp_path) -> None:
+    """easy-VQA marks its images folder, not a feature folder: the up-to-date check must look
+    for the markers this converter writes, or every `make data` rewrites the data."""
+    assert make_dataset("easy_vqa", tmp_path, size=40, seed=0)["skipped"] is False
+    assert make_dataset("easy_vqa", tmp_path, size=40, seed=0)["skipped"] is True
+    assert make_dataset("easy_vqa", tmp_path, size=48, seed=0)["skipped"] is False  # another size: rewritten
+
+
 @pytest.mark.slow  # default suite under 10 min on 2 cores; `make test-all` runs it
 def test_full_conversion_keeps_every_question(tmp_path) -> None:
     summary = make_dataset("easy_vqa", tmp_path, size=0)

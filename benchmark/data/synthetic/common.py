@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from benchmark.data.synthetic.regions import ConceptSpace, Scene
-from benchmark.data.synthetic.writers import feature_record, mark_built, write_jsonl, write_lmdb
+from benchmark.data.synthetic.writers import MARKED_SUBDIRS, feature_record, mark_built, write_jsonl, write_lmdb
 from benchmark.errors import ConfigError
 
 T = TypeVar("T")
@@ -218,6 +218,9 @@ class SyntheticGenerator:
     version: ClassVar[str]
     roots: ClassVar[tuple[str, ...]]
     defaults: ClassVar[dict[str, Any]]
+    marked_subdirs: ClassVar[tuple[str, ...]] = MARKED_SUBDIRS
+    """The folders of a root that get MMF's ``.built.json`` (besides the root): what
+    ``make_dataset`` checks before it calls the data up to date."""
 
     @classmethod
     def root_dirs(cls, data_dir: Path | str) -> list[Path]:
