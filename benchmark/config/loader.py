@@ -418,6 +418,8 @@ def _for_model(model: str, value: Any, otherwise: Any, *, _root_: DictConfig) ->
     not be forced on the others, whose size recipe stays; and a resolver leaves nothing but
     the chosen value in the resolved config, so the calibrated family's run ids do not move.
     """
+    if _component_file("model", str(model)) is None:  # a typo would silently give every family `otherwise`
+        raise ConfigError(f"${{msd.for_model:{model},...}}: unknown model {model!r}; known: {', '.join(_available('model'))}")
     return value if str(_root_.get("model")) == str(model) else otherwise
 
 

@@ -172,6 +172,15 @@ def test_mmimdb_recipe_by_role_teachers_60_epochs_students_lr_1e2():
     assert build_config(["dataset=visual_entailment", "method=kd"]).optimizer.params.lr == 3.0e-3
 
 
+def test_for_model_refuses_a_model_that_does_not_exist():
+    late_fusoin = "dataset_config.mmimdb.recipe.lr.student='${msd.for_model:late_fusoin,0.5,0.25}'"
+    with pytest.raises(ConfigError, match="unknown model 'late_fusoin'; known: .*late_fusion"):
+        build_config(["dataset=mmimdb", "method=kd", late_fusoin])
+    fine = "dataset_config.mmimdb.recipe.lr.student='${msd.for_model:mmbt,0.5,0.25}'"
+    assert build_config(["dataset=mmimdb", "method=kd", fine]).optimizer.params.lr == 0.25
+    assert build_config(["dataset=mmimdb", "method=kd", "model=mmbt", fine]).optimizer.params.lr == 0.5
+
+
 def test_vqa2_teachers_stop_late_and_students_train_30_epochs():
     # docs/calibration.md, round 12: by role, any student size
     teacher = build_config(["dataset=vqa2", "method=teacher"])
