@@ -57,6 +57,7 @@ VARIANT_LABELS: dict[str, str] = {
     "distill.alpha": "alpha",
     "distill.weighting_params.temperature": "T_w",
     "views.removal": "removal",
+    "views.teacher_loss": "teacher view loss",
 }
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 RULE_KEYS: tuple[str, ...] = (
     "views.removal",
+    "views.teacher_loss",
     "distill.alpha",
     "distill.temperature",
     "distill.saliency",

@@ -202,6 +202,7 @@ VALUE_RULES: tuple[Rule, ...] = (
     at_least("data.meta_split.seed", 0),
     unit("distill.alpha", "the weight of the KD term"),
     positive("distill.temperature", "the distillation temperature tau"),
+    non_negative("views.teacher_loss", "the weight of the teacher's single-modality label losses"),
     one_of("distill.class_reduction", "mean", "sum"),
     one_of("distill.teacher_source", "cache", "live"),
     at_least("distill.cache_spot_check", 0, "samples re-run through the teacher"),

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from benchmark import VIEWS
 from benchmark.config.loader import weighting_of
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.losses import label_loss_for_task
@@ -77,9 +78,34 @@ class LabelOnly(Method):
 
 @registry.register_method("teacher")
 class TeacherMethod(LabelOnly):
-    """A teacher is trained from labels with the teacher size preset."""
+    """A teacher is trained from labels with the teacher size preset.
+
+    With ``views.teacher_loss`` λ > 0 it also learns from its single-modality views:
+    ``ℓ(y, T(multi)) + λ·½[ℓ(y, T(image)) + ℓ(y, T(text))]``. Why: MSD's auxiliary targets and
+    the saliency that weights them are the teacher's predictions with a modality removed. A
+    teacher trained on the full input alone never sees a removed modality (its "absent"
+    embedding keeps its initial value), so those predictions are its guess on an input it was
+    never trained for; with the view losses they estimate what one modality alone says
+    (docs/protocol.md §3.7). The views share the encoders, so the cost is one extra fusion and
+    head pass per view.
+    """
 
     role = "teacher"
+
+    def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
+        super().__init__(config, info)
+        self.view_weight = float(config.views.get("teacher_loss", 0.0) or 0.0)
+
+    def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.view_weight == 0.0:
+            return super().training_loss(model, batch)
+        logits = model.forward_views(batch, VIEWS)
+        targets = batch["targets"]
+        label = self.label_loss(logits["multi"], targets)
+        single = {view: self.label_loss(logits[view], targets) for view in VIEWS if view != "multi"}
+        total = label + self.view_weight * 0.5 * sum(single.values())
+        terms = {"loss/label": label.detach(), **{f"loss/label@{v}": t.detach() for v, t in single.items()}}
+        return total, {**terms, "loss/total": total.detach()}
 
 
 @registry.register_method("student_only")

@@ -61,22 +61,35 @@ def load_teacher(config: DictConfig, info: DatasetInfo, device: torch.device) ->
 
 def views_mismatch(student_config: DictConfig, teacher_config: DictConfig) -> str | None:
     """Why a student cannot distil from this teacher's views, or None when both use the same
-    ``views.removal``. A config check can report it before anything is written.
+    ``views.removal`` and ``views.teacher_loss``. A config check can report it before anything is written.
 
     Why refuse rather than key the cache on the student's rule too: the teacher's image-only
     and text-only logits are made by the teacher's own rule, cached or live, and MSD's
     auxiliary terms compare them with the student's views of the same name. Under two rules
     ``D(T(image), S(image))`` would compare two different inputs, whatever the cache held.
+    ``views.teacher_loss`` is read by teachers only, but a student must state its teacher's:
+    it says which single-modality targets the student distilled, in the student's own run id
+    and in the tables' variant labels, where a student of a view-trained teacher would
+    otherwise pass for a default one.
     """
     student = str(student_config.views.removal)
     teacher = str(teacher_config.get("views", {}).get("removal", "drop"))
-    if student == teacher:
-        return None
-    return (
-        f"views.removal={student} for this student, but its teacher was trained with views.removal={teacher}: "
-        "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
-        f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
-    )
+    if student != teacher:
+        return (
+            f"views.removal={student} for this student, but its teacher was trained with views.removal={teacher}: "
+            "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
+            f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
+        )
+    student_weight = float(student_config.views.get("teacher_loss", 0.0) or 0.0)
+    teacher_weight = float(teacher_config.get("views", {}).get("teacher_loss", 0.0) or 0.0)
+    if student_weight != teacher_weight:
+        return (
+            f"views.teacher_loss={student_weight:g} for this student, but its teacher was trained with "
+            f"views.teacher_loss={teacher_weight:g}: a student states the weight its teacher's single-modality views "
+            f"were trained with, so its run id and table label say which targets it distilled. Set "
+            f"views.teacher_loss={teacher_weight:g}."
+        )
+    return None
 
 
 def check_views_match(student_config: DictConfig, teacher_config: DictConfig) -> None:

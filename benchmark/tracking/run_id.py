@@ -52,6 +52,7 @@ NEUTRAL_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
     "training.update_frequency": lambda c: _get_dotted(c, "training.update_frequency") in (None, 1),
     "checkpoint.resume_file": lambda c: _get_dotted(c, "checkpoint.resume_file") is None,
     "scheduler.params.num_warmup_steps": lambda c: _get_dotted(c, "scheduler.params.num_warmup_steps") is None,
+    "views.teacher_loss": lambda c: not _get_dotted(c, "views.teacher_loss"),
 }
 
 

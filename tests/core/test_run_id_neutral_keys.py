@@ -12,13 +12,15 @@ def test_neutral_values_leave_the_hash_and_others_enter_it():
     payload = hashable_config(build_config(BASE))
     assert "fp16" not in payload["training"] and "update_frequency" not in payload["training"]
     assert "num_warmup_steps" not in payload["scheduler"]["params"]
+    assert "teacher_loss" not in payload["views"]
+    assert compute_run_id(build_config([*BASE, "views.teacher_loss=0"])) == compute_run_id(build_config(BASE))
     assert set(NEUTRAL_WHEN) >= {"training.fp16", "training.update_frequency", "checkpoint.resume_file"}
 
 
 @pytest.mark.parametrize(
     "changed",
     ["training.fp16=true", "training.update_frequency=2", "scheduler.params.num_warmup_steps=2000",
-     "checkpoint.resume_file=/tmp/x.pt"],
+     "checkpoint.resume_file=/tmp/x.pt", "views.teacher_loss=1.0"],
 )
 def test_a_non_neutral_value_gives_another_run(changed):
     assert compute_run_id(build_config([*BASE, changed])) != compute_run_id(build_config(BASE))

@@ -46,6 +46,7 @@ def store(tmp_path_factory) -> Path:
     _stored_run(dirs, "running0", "method=teacher", status="running")
     _stored_run(dirs, "old0", "method=teacher", size="paper_base")
     _stored_run(dirs, "zero0", "method=teacher", "views.removal=zero")
+    _stored_run(dirs, "viewtrained0", "method=teacher", "views.teacher_loss=1.0")
     bare = _stored_run(dirs, "bare0", "method=teacher")
     bare.file("checkpoint.pt").unlink()
     return dirs["runs"]
@@ -113,6 +114,8 @@ def test_the_default_config_is_valid(dirs):
     (["training.early_stop.patience=-1"], "training.early_stop.patience"),
     (["distill.alpha=1.5"], "distill.alpha (the weight of the KD term) must be a number in [0, 1], got 1.5"),
     (["distill.temperature=0"], "distill.temperature (the distillation temperature tau) must be a number > 0"),
+    (["views.teacher_loss=-0.5"], "views.teacher_loss (the weight of the teacher's single-modality label losses) "
+                                  "must be a number >= 0, got -0.5"),
     (["data.meta_split.fraction=1.0"], "data.meta_split.fraction (the held-out share of train) must be a number in [0, 1)"),
     (["training.fp16=yes"], "training.fp16 must be true or false, got 'yes'"),
     (["checkpoint.rule=bset"], "checkpoint.rule: 'bset' is not a valid value. Did you mean 'best'?"),
@@ -227,6 +230,24 @@ def test_a_teacher_with_another_view_removal_rule_is_refused(dirs):
     message = _problem(dirs, "method=msd", "distill.weighting=instance", "teacher=zero0")
     assert ("teacher=zero0: views.removal=drop for this student, but its teacher was trained with "
             "views.removal=zero") in message
+
+
+def test_a_student_states_its_teachers_view_loss_weight(dirs):
+    message = _problem(dirs, "method=msd", "distill.weighting=instance", "teacher=viewtrained0")
+    assert ("teacher=viewtrained0: views.teacher_loss=0 for this student, but its teacher was trained with "
+            "views.teacher_loss=1: ") in message and "Set views.teacher_loss=1." in message
+    validate_config(_config(dirs, "method=msd", "distill.weighting=instance", "teacher=viewtrained0",
+                            "views.teacher_loss=1.0"))
+    assert "views.teacher_loss=1 for this student, but its teacher was trained with views.teacher_loss=0" in (
+        _problem(dirs, "method=kd", "teacher=abc111", "views.teacher_loss=1"))
+
+
+def test_a_teacher_stored_before_the_view_loss_existed_counts_as_weight_zero():
+    from benchmark.distill.teacher import views_mismatch
+
+    student = OmegaConf.create({"views": {"removal": "drop", "teacher_loss": 0.0}})
+    assert views_mismatch(student, OmegaConf.create({"views": {"removal": "drop"}})) is None
+    assert views_mismatch(student, OmegaConf.create({})) is None
 
 
 def test_an_incomplete_teacher_or_one_without_checkpoint_is_refused(dirs):
