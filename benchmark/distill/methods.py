@@ -23,6 +23,7 @@ from benchmark import VIEWS
 from benchmark.config.loader import weighting_of
 from benchmark.data.info import DatasetInfo
 from benchmark.distill.losses import label_loss_for_task
+from benchmark.models.views import teacher_view_weight
 from benchmark.registry import registry
 from benchmark.train.method_context import MethodContext
 
@@ -94,7 +95,7 @@ class TeacherMethod(LabelOnly):
 
     def __init__(self, config: DictConfig, info: DatasetInfo) -> None:
         super().__init__(config, info)
-        self.view_weight = float(config.views.get("teacher_loss", 0.0) or 0.0)
+        self.view_weight = teacher_view_weight(config)
 
     def training_loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.view_weight == 0.0:

@@ -16,6 +16,7 @@ from benchmark.data.info import DatasetInfo
 from benchmark.errors import CheckpointError, ConfigError
 from benchmark.models.base import MultimodalModel
 from benchmark.models.build import build_model
+from benchmark.models.views import teacher_view_weight
 from benchmark.tracking.run_store import RunDir, RunStore
 from benchmark.train.checkpoint import BEST, load_checkpoint, load_weights_strict
 
@@ -80,8 +81,7 @@ def views_mismatch(student_config: DictConfig, teacher_config: DictConfig) -> st
             "the auxiliary terms would compare the teacher's and the student's views of a sample under two "
             f"different removal rules. Set views.removal={teacher}, or train a teacher with views.removal={student}."
         )
-    student_weight = float(student_config.views.get("teacher_loss", 0.0) or 0.0)
-    teacher_weight = float(teacher_config.get("views", {}).get("teacher_loss", 0.0) or 0.0)
+    student_weight, teacher_weight = teacher_view_weight(student_config), teacher_view_weight(teacher_config)
     if student_weight != teacher_weight:
         return (
             f"views.teacher_loss={student_weight:g} for this student, but its teacher was trained with "

@@ -18,8 +18,9 @@ model in any mode.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -55,6 +56,13 @@ def removal_mode(config: DictConfig, key: str) -> str:
     if mode not in _STANDIN_VALUES:
         raise ConfigError(invalid_choice(f"{key}.removal (from views.removal)", mode, _STANDIN_VALUES))
     return mode
+
+
+def teacher_view_weight(run_config: Mapping[str, Any]) -> float:
+    """``views.teacher_loss`` of a run's config: the weight λ of a teacher's single-view label
+    losses (docs/protocol.md §3.7). 0 when absent, as in a run stored before the key existed."""
+    views = run_config.get("views") or {}
+    return float(views.get("teacher_loss", 0.0) or 0.0)
 
 
 def needs_modality(views: Sequence[str], modality: str) -> bool:
