@@ -23,7 +23,13 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from benchmark.data.synthetic.regions import ConceptSpace, Scene
-from benchmark.data.synthetic.writers import MARKED_SUBDIRS, feature_record, mark_built, write_jsonl, write_lmdb
+from benchmark.data.synthetic.writers import (
+    MARKED_SUBDIRS,
+    feature_record,
+    mark_built,
+    write_jsonl,
+    write_lmdb,
+)
 from benchmark.errors import ConfigError
 
 T = TypeVar("T")
